@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Train or evaluate a Detectron2 model with Turbo-Inference ROI heads.
+
+Same command line as Detectron2's ``tools/train_net.py``::
+
+    python projects/turbo/train_net.py --config-file configs/shapes/turbo_mask_rcnn_R18_FPN.yaml \
+        --eval-only MODEL.WEIGHTS checkpoints/shapes_mask_rcnn_R18_FPN.pth MODEL.DEVICE cpu
+
+Training is Detectron2's own (the turbo heads only change inference); evaluation reports
+COCO box and mask AP through ``COCOEvaluator``. The shapes datasets (``shapes_train``,
+``shapes_val``, ``shapes_tune``) are registered here and generated on first use.
+"""
+import os
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator, verify_results
+
+from turbo import add_turbo_config
+from turbo.data import register_shapes
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` whose evaluator is COCO-style box and mask AP."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+
+def setup(args):
+    """Config from ``--config-file`` and trailing ``KEY VALUE`` overrides, turbo keys added."""
+    cfg = get_cfg()
+    add_turbo_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    register_shapes()
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,279 @@
+"""TurboROIHeads / TurboCascadeROIHeads against their Detectron2 parents, on real models."""
+import copy
+
+import pytest
+import torch
+
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from turbo import TurboParams, ops
+from turbo.heads import TurboCascadeROIHeads, TurboROIHeads, soft_nms_detections
+
+from conftest import build, make_images, tiny_cfg
+
+HEADS = [("TurboROIHeads", "StandardROIHeads"), ("TurboCascadeROIHeads", "CascadeROIHeads")]
+FIELDS = ("pred_boxes", "scores", "pred_classes", "pred_masks")
+
+
+def _field(x, name):
+    v = x.get(name)
+    return v.tensor if isinstance(v, Boxes) else v
+
+
+def _run_heads(model, inputs):
+    """Backbone, RPN and ROI heads without postprocessing: outputs in the resized input frame,
+    plus the features, so a test can call the mask head again."""
+    with torch.no_grad():
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        results, _ = model.roi_heads(images, features, proposals, None)
+    return results, features, proposals, images
+
+
+def test_registered():
+    assert ROI_HEADS_REGISTRY.get("TurboROIHeads") is TurboROIHeads
+    assert ROI_HEADS_REGISTRY.get("TurboCascadeROIHeads") is TurboCascadeROIHeads
+
+
+@pytest.mark.parametrize("turbo_head,parent", HEADS)
+def test_num_iters_0_without_soft_nms_is_upstream(turbo_head, parent, images):
+    base = build(tiny_cfg(parent))
+    turbo = build(
+        tiny_cfg(turbo_head, **{"MODEL.TURBO.NUM_ITERS": 0, "MODEL.TURBO.SOFT_NMS.ENABLED": False}),
+        state_dict=base.state_dict(),
+    )
+    with torch.no_grad():
+        a = base(copy.deepcopy(images))
+        b = turbo(copy.deepcopy(images))
+    assert sum(len(x["instances"]) for x in a) > 0
+    for ra, rb in zip(a, b):
+        ia, ib = ra["instances"], rb["instances"]
+        assert set(ia.get_fields()) == set(ib.get_fields())
+        for f in FIELDS:
+            assert torch.equal(_field(ia, f), _field(ib, f)), f
+
+
+@pytest.mark.parametrize("turbo_head,parent", HEADS)
+def test_training_is_untouched(turbo_head, parent):
+    inputs = make_images()
+    for x in inputs:
+        inst = Instances((x["height"], x["width"]))
+        inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 30.0], [20.0, 10.0, 60.0, 50.0]]))
+        inst.gt_classes = torch.tensor([0, 2])
+        m = torch.zeros(2, x["height"], x["width"], dtype=torch.bool)
+        m[0, 8:28, 6:38] = True
+        m[1, 12:48, 22:58] = True
+        from detectron2.structures import BitMasks
+
+        inst.gt_masks = BitMasks(m)
+        x["instances"] = inst
+    cfg_p, cfg_t = tiny_cfg(parent), tiny_cfg(turbo_head)
+    for cfg in (cfg_p, cfg_t):
+        cfg.MODEL.RESNETS.NORM = "BN"  # non-frozen layers everywhere, so every gradient counts
+    base = build(cfg_p)
+    turbo = build(cfg_t, state_dict=base.state_dict())
+    results = []
+    for model in (base, turbo):
+        model.train()
+        torch.manual_seed(123)
+        with EventStorage():
+            losses = model(copy.deepcopy(inputs))
+        total = sum(losses.values())
+        model.zero_grad()
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((losses, grads))
+    (la, ga), (lb, gb) = results
+    assert set(la) == set(lb) and "loss_mask" in la
+    for k in la:
+        assert torch.equal(la[k], lb[k]), k
+    assert set(ga) == set(gb) and len(ga) > 10
+    for k in ga:
+        assert torch.equal(ga[k], gb[k]), k
+
+
+@pytest.mark.parametrize("head", ["TurboROIHeads", "TurboCascadeROIHeads"])
+def test_turbo_cycle_matches_its_definition(head, images):
+    """One cycle = boxes from the vanilla masks (ops.mask_boxes, fused), masks re-predicted in
+    them, scores fused with the vanilla masks' Maskness."""
+    cfg0 = tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 0})
+    cfg1 = tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 1})
+    m0 = build(cfg0)
+    m1 = build(cfg1, state_dict=m0.state_dict())
+    vanilla, features, _, _ = _run_heads(m0, copy.deepcopy(images))
+    turbo, _, _, _ = _run_heads(m1, copy.deepcopy(images))
+    p = m1.roi_heads.turbo
+    assert p == TurboParams.from_cfg(cfg1, type(m1.roi_heads).RECIPE)
+    assert sum(len(v) for v in vanilla) > 5
+    for v, t in zip(vanilla, turbo):
+        assert len(v) == len(t)
+        probs = v.pred_masks[:, 0]
+        mb, found = ops.mask_boxes(probs, v.pred_boxes.tensor, v.image_size, p.box_thresh)
+        boxes = p.box_fusion * v.pred_boxes.tensor + (1 - p.box_fusion) * mb
+        m = ops.maskness(probs, p.maskness_thresh)
+        scores = v.scores * (1 - p.maskness_weight + p.maskness_weight * m)
+        order = torch.sort(scores, descending=True, stable=True).indices
+        torch.testing.assert_close(t.pred_boxes.tensor, boxes[order])
+        torch.testing.assert_close(t.scores, scores[order])
+        torch.testing.assert_close(t.maskness, m[order])
+        assert torch.equal(t.pred_classes, v.pred_classes[order])
+    # every output mask is the mask head's prediction in the output box
+    again = m1.roi_heads.forward_with_given_boxes(
+        features, [Instances(t.image_size, pred_boxes=t.pred_boxes, pred_classes=t.pred_classes)
+                   for t in turbo])
+    for t, a in zip(turbo, again):
+        torch.testing.assert_close(t.pred_masks, a.pred_masks)
+
+
+def test_more_cycles_and_maskness_source(images):
+    m = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 3,
+                                            "MODEL.TURBO.MASKNESS_SOURCE": "last"}))
+    out, features, _, _ = _run_heads(m, copy.deepcopy(images))
+    again = m.roi_heads.forward_with_given_boxes(
+        features, [Instances(t.image_size, pred_boxes=t.pred_boxes, pred_classes=t.pred_classes)
+                   for t in out])
+    for t, a in zip(out, again):
+        torch.testing.assert_close(t.pred_masks, a.pred_masks)
+        # "last": Maskness is read from the output masks themselves
+        torch.testing.assert_close(t.maskness, ops.maskness(t.pred_masks, 0.35))
+        assert torch.all(t.scores[:-1] >= t.scores[1:])
+
+
+def test_adaptive_repredict():
+    images = make_images()
+    full = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 1.0}))
+    sd = full.state_dict()
+    never = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 0.0}), state_dict=sd)
+    some = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 0.9}), state_dict=sd)
+    zero = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}), state_dict=sd)
+    (rf, features, _, _), (rn, _, _, _), (rs, _, _, _), (r0, _, _, _) = (
+        _run_heads(x, copy.deepcopy(images)) for x in (full, never, some, zero))
+    n_moved = 0
+    for f, n, s, z in zip(rf, rn, rs, r0):
+        # IoU < 0 never holds: nobody moves, boxes and masks stay those of the detector
+        key = lambda r: torch.sort(r.scores * 0 + torch.arange(len(r)), stable=True).indices  # noqa
+        zb = {tuple(b.tolist()) for b in z.pred_boxes.tensor}
+        assert {tuple(b.tolist()) for b in n.pred_boxes.tensor} == zb
+        # partial: each box is either the detector's or the fully re-predicted one
+        fb = {tuple(b.tolist()) for b in f.pred_boxes.tensor}
+        sb = [tuple(b.tolist()) for b in s.pred_boxes.tensor]
+        assert all(b in zb or b in fb for b in sb)
+        n_moved += sum(b not in zb for b in sb)
+    assert n_moved > 0
+    again = some.roi_heads.forward_with_given_boxes(
+        features, [Instances(t.image_size, pred_boxes=t.pred_boxes, pred_classes=t.pred_classes)
+                   for t in rs])
+    for t, a in zip(rs, again):
+        torch.testing.assert_close(t.pred_masks, a.pred_masks)
+
+
+@pytest.mark.parametrize("mode", ["keep", "drop"])
+def test_empty_masks(mode, images):
+    # no pasted probability reaches 1.0: every mask is empty for refinement
+    m = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.BOX_THRESH": 1.0,
+                                            "MODEL.TURBO.EMPTY_MASK": mode}))
+    ref = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}),
+                state_dict=m.state_dict())
+    out, _, _, _ = _run_heads(m, copy.deepcopy(images))
+    base, _, _, _ = _run_heads(ref, copy.deepcopy(images))
+    for o, b in zip(out, base):
+        if mode == "drop":
+            assert len(o) == 0 and o.pred_masks.shape[1:] == (1, 28, 28)
+        else:
+            assert len(o) == len(b) > 0
+            assert {tuple(x.tolist()) for x in o.pred_boxes.tensor} == {
+                tuple(x.tolist()) for x in b.pred_boxes.tensor}
+
+
+@pytest.mark.parametrize("head", ["TurboROIHeads", "TurboCascadeROIHeads"])
+@pytest.mark.parametrize("soft", [True, False])
+def test_zero_detections(head, soft):
+    m = build(tiny_cfg(head, **{"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 1.0,
+                                "MODEL.TURBO.SOFT_NMS.ENABLED": soft}))
+    with torch.no_grad():
+        out = m(make_images())
+    for r in out:
+        inst = r["instances"]
+        assert len(inst) == 0
+        assert inst.pred_masks.shape[1:] == (r["instances"].image_size)
+
+
+def test_soft_nms_hard_equals_fast_rcnn_inference():
+    g = torch.Generator().manual_seed(0)
+    boxes, scores, shapes = [], [], [(50, 60), (70, 40), (30, 30)]
+    for n, (h, w) in zip((40, 0, 25), shapes):
+        xy = torch.rand(n, 3, 2, generator=g) * torch.tensor([w, h]) * 0.7
+        wh = torch.rand(n, 3, 2, generator=g) * 20 + 1
+        boxes.append(torch.cat([xy, xy + wh], -1).reshape(n, 12))
+        scores.append(torch.softmax(torch.randn(n, 4, generator=g) * 2, -1))
+    ref, _ = fast_rcnn_inference(boxes, scores, shapes, 0.05, 0.5, 10)
+    params = TurboParams(soft_nms_method="hard", soft_nms_iou_thresh=0.5, soft_nms_min_score=0.0)
+    got = soft_nms_detections(boxes, scores, shapes, 0.05, 10, params)
+    for r, s in zip(ref, got):
+        assert r.image_size == s.image_size and len(r) == len(s)
+        torch.testing.assert_close(s.pred_boxes.tensor, r.pred_boxes.tensor)
+        torch.testing.assert_close(s.scores, r.scores)
+        assert torch.equal(s.pred_classes, r.pred_classes)
+
+
+def test_soft_nms_detection_decays_and_caps():
+    boxes = [torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [30, 30, 40, 40]], dtype=torch.float)]
+    scores = [torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.7, 0.3, 0.0]])]  # bg last
+    got = soft_nms_detections(boxes, scores, [(50, 50)], 0.05, 100, TurboParams())[0]
+    iou = 90 / 110
+    # class 1: 0.3 (apart) first, then 0.2, which decays its overlapping 0.1 neighbour
+    expect = {(0, 0.9), (0, 0.8 * (1 - iou)), (0, 0.7), (1, 0.1 * (1 - iou)), (1, 0.2), (1, 0.3)}
+    assert len(got) == 6
+    assert {(c, round(s, 5)) for c, s in zip(got.pred_classes.tolist(), got.scores.tolist())} == {
+        (c, round(s, 5)) for c, s in expect}
+    assert torch.all(got.scores[:-1] >= got.scores[1:])
+    capped = soft_nms_detections(boxes, scores, [(50, 50)], 0.05, 2, TurboParams())[0]
+    assert capped.scores.tolist() == pytest.approx([0.9, 0.7])
+
+
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("MODEL.TURBO.NUM_ITERS", -1, "MODEL.TURBO.NUM_ITERS"),
+        ("MODEL.TURBO.BOX_THRESH", 1.5, "MODEL.TURBO.BOX_THRESH must be a number in [0, 1]"),
+        ("MODEL.TURBO.MASKNESS_THRESH", -0.2, "MODEL.TURBO.MASKNESS_THRESH"),
+        ("MODEL.TURBO.MASKNESS_WEIGHT", 2.0, "MODEL.TURBO.MASKNESS_WEIGHT"),
+        ("MODEL.TURBO.BOX_FUSION", -0.5, "MODEL.TURBO.BOX_FUSION"),
+        ("MODEL.TURBO.REPREDICT_IOU", 1.1, "MODEL.TURBO.REPREDICT_IOU"),
+        ("MODEL.TURBO.EMPTY_MASK", "ignore", "MODEL.TURBO.EMPTY_MASK must be one of 'keep', 'drop'"),
+        ("MODEL.TURBO.MASKNESS_SOURCE", "mid", "MODEL.TURBO.MASKNESS_SOURCE"),
+        ("MODEL.TURBO.SOFT_NMS.METHOD", "cubic", "'linear', 'gaussian', 'hard'"),
+        ("MODEL.TURBO.SOFT_NMS.IOU_THRESH", 1.01, "MODEL.TURBO.SOFT_NMS.IOU_THRESH"),
+        ("MODEL.TURBO.SOFT_NMS.MIN_SCORE", -1.0, "MODEL.TURBO.SOFT_NMS.MIN_SCORE"),
+        ("MODEL.TURBO.SOFT_NMS.SIGMA", 0.0, "MODEL.TURBO.SOFT_NMS.SIGMA must be a finite number > 0"),
+        ("MODEL.MASK_ON", False, "MODEL.MASK_ON"),
+    ],
+)
+@pytest.mark.parametrize("head", ["TurboROIHeads", "TurboCascadeROIHeads"])
+def test_bad_config_is_refused_at_construction(head, key, value, words):
+    with pytest.raises(ValueError) as e:
+        build(tiny_cfg(head, **{key: value}))
+    assert words in str(e.value)
+
+
+def test_auto_recipes():
+    assert TurboParams.from_cfg(tiny_cfg("TurboROIHeads"), TurboROIHeads.RECIPE) == TurboParams()
+    c = TurboParams.from_cfg(tiny_cfg("TurboCascadeROIHeads"), TurboCascadeROIHeads.RECIPE)
+    assert (c.box_thresh, c.maskness_thresh, c.maskness_weight, c.box_fusion) == (
+        0.23, 0.5, 1.0, 0.5)
+    cfg = tiny_cfg("TurboCascadeROIHeads", **{"MODEL.TURBO.BOX_THRESH": 0.3})
+    assert TurboParams.from_cfg(cfg, TurboCascadeROIHeads.RECIPE).box_thresh == 0.3
+
+
+def test_deterministic(images):
+    m = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 2}))
+    with torch.no_grad():
+        a = m(copy.deepcopy(images))
+        b = m(copy.deepcopy(images))
+    for ra, rb in zip(a, b):
+        for f in FIELDS + ("maskness",):
+            assert torch.equal(_field(ra["instances"], f), _field(rb["instances"], f))

@@ -1,0 +1,368 @@
+"""Turbo-Inference ROI heads: inference-time mask feedback for Mask R-CNN and its cascade.
+
+Both heads override inference only; training goes through the parent class untouched.
+Inference, batched over every detection of every image in the batch:
+
+1. detection: the parent's box head, then per-class hard NMS (upstream) or Soft-NMS;
+2. vanilla segmentation: the mask head on the detected boxes;
+3. ``NUM_ITERS`` turbo cycles: mask-to-box refinement of every box from its mask, then the
+   mask head again on the refined boxes (only for boxes that moved enough);
+4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness.
+
+All boxes are XYXY in the resized input image (``Instances.image_size``), and every output
+mask is the one predicted in the output box, so ``detector_postprocess`` pastes it right.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling.roi_heads import (
+    ROI_HEADS_REGISTRY,
+    CascadeROIHeads,
+    StandardROIHeads,
+)
+from detectron2.structures import Boxes, ImageList, Instances
+
+from .config import TurboParams
+from .ops import batched_soft_nms, mask_boxes, maskness
+
+__all__ = [
+    "TurboROIHeads",
+    "TurboCascadeROIHeads",
+    "soft_nms_detections",
+    "MASK_RCNN_RECIPE",
+    "CASCADE_RECIPE",
+]
+
+# Published recipes (TURBO.md section 2): the values MODEL.TURBO keys left at -1 resolve to.
+MASK_RCNN_RECIPE = {
+    "box_thresh": 0.20,
+    "maskness_thresh": 0.35,
+    "maskness_weight": 0.35,
+    "box_fusion": 0.0,
+}
+CASCADE_RECIPE = {
+    "box_thresh": 0.23,
+    "maskness_thresh": 0.5,
+    "maskness_weight": 1.0,
+    "box_fusion": 0.5,
+}
+
+
+def soft_nms_detections(
+    boxes: List[Tensor],
+    scores: List[Tensor],
+    image_shapes: List[Tuple[int, int]],
+    score_thresh: float,
+    topk_per_image: int,
+    params: TurboParams,
+) -> List[Instances]:
+    """Soft-NMS counterpart of Detectron2's ``fast_rcnn_inference``, batched over images.
+
+    Args:
+        boxes: per image (Ri, K * 4) or (Ri, 4) box-head boxes, XYXY in the resized input image.
+        scores: per image (Ri, K + 1) class probabilities, background last.
+        image_shapes: per image (h, w) of the resized input image.
+        score_thresh: candidates at or below this score are discarded before suppression.
+        topk_per_image: detections kept per image (< 0 keeps all).
+        params: the Soft-NMS settings.
+
+    Returns:
+        per image ``Instances`` with ``pred_boxes``, ``scores`` (decayed) and ``pred_classes``,
+        sorted by score, descending. Non-finite boxes or scores are dropped as upstream does.
+    """
+    all_boxes, all_scores, all_classes, all_images = [], [], [], []
+    num_classes = scores[0].shape[1] - 1 if len(scores) else 0
+    for i, (b, s, shape) in enumerate(zip(boxes, scores, image_shapes)):
+        valid = torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)
+        b, s = b[valid], s[valid][:, :-1]
+        num_reg = b.shape[1] // 4  # 1 (class-agnostic regression) or K
+        b = Boxes(b.reshape(-1, 4))
+        b.clip(shape)
+        b = b.tensor.view(len(s), num_reg, 4)
+        cand = s > score_thresh  # R x K
+        rows, cls = cand.nonzero(as_tuple=True)
+        all_boxes.append(b[rows, cls if num_reg > 1 else 0])
+        all_scores.append(s[rows, cls])
+        all_classes.append(cls)
+        all_images.append(torch.full_like(cls, i))
+    device = boxes[0].device if len(boxes) else torch.device("cpu")
+    b, s, c, im = (cat(x) if x else torch.zeros(0, device=device)
+                   for x in (all_boxes, all_scores, all_classes, all_images))
+    keep, kept_scores = batched_soft_nms(
+        b, s, im * num_classes + c,
+        method=params.soft_nms_method,
+        iou_threshold=params.soft_nms_iou_thresh,
+        sigma=params.soft_nms_sigma,
+        min_score=params.soft_nms_min_score,
+    )
+    # ``keep`` is sorted by score over the whole batch; a stable sort by image keeps that order
+    # inside each image, and the rank inside its image cuts each to ``topk_per_image``.
+    im_kept = im[keep]
+    by_image = torch.sort(im_kept, stable=True).indices
+    keep, kept_scores, im_kept = keep[by_image], kept_scores[by_image], im_kept[by_image]
+    counts = torch.bincount(im_kept, minlength=len(image_shapes))
+    if topk_per_image >= 0:
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(keep), device=keep.device) - starts[im_kept]
+        top = rank < topk_per_image
+        keep, kept_scores, im_kept = keep[top], kept_scores[top], im_kept[top]
+        counts = counts.clamp(max=topk_per_image)
+    results = []
+    for shape, k, sc in zip(image_shapes, keep.split(counts.tolist()),
+                            kept_scores.split(counts.tolist())):
+        r = Instances(shape)
+        r.pred_boxes = Boxes(b[k])
+        r.scores = sc
+        r.pred_classes = c[k]
+        results.append(r)
+    return results
+
+
+def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of row i of ``a`` with row i of ``b``; both (N, 4) XYXY. 0 where the union is 0.
+
+    ``detectron2.structures.pairwise_iou`` gives the full (N, N) matrix; only its diagonal
+    is needed here, so it is computed directly in O(N).
+    """
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+class _TurboInference:
+    """Inference of the turbo heads, shared by the Mask R-CNN and the cascade head.
+
+    A host class provides ``self.turbo`` (:class:`TurboParams`), ``_box_candidates`` (the box
+    head's per-image boxes and class scores before suppression) and ``_final_box_predictor``.
+    """
+
+    turbo: TurboParams
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        if self.training or not self.turbo.active:
+            return super().forward(images, features, proposals, targets)
+        instances = self._detect(features, proposals)
+        if not self.mask_on:
+            # Detectron2's test-time augmentation turns the mask head off while it gathers
+            # boxes; it then calls ``forward_with_given_boxes`` on the merged boxes.
+            return self._forward_keypoint(features, instances), {}
+        if self.turbo.num_iters == 0:
+            return self.forward_with_given_boxes(features, instances), {}
+        instances = self._turbo_masks(features, instances)
+        return self._forward_keypoint(features, instances), {}
+
+    def _detect(self, features: Dict[str, Tensor], proposals: List[Instances]) -> List[Instances]:
+        """Detection stage: the parent's own (hard NMS) or Soft-NMS over the same candidates."""
+        if not self.turbo.soft_nms:
+            return self._forward_box(features, proposals)
+        boxes, scores = self._box_candidates(features, proposals)
+        predictor = self._final_box_predictor
+        return soft_nms_detections(
+            boxes,
+            scores,
+            [p.image_size for p in proposals],
+            predictor.test_score_thresh,
+            predictor.test_topk_per_image,
+            self.turbo,
+        )
+
+    def _mask_probs(
+        self, features: Dict[str, Tensor], boxes: Tensor, classes: Tensor, counts: List[int],
+        image_sizes: List[Tuple[int, int]],
+    ) -> Tensor:
+        """Mask head on ``boxes`` (N, 4) XYXY, rows grouped by image with ``counts``.
+
+        Returns (N, M, M) probabilities of each row's class, finite (NaN -> 0).
+        Goes through the parent's ``_forward_mask`` so any Detectron2 mask head and pooler
+        (class-specific or class-agnostic) works as it does upstream.
+        """
+        per_image = []
+        for size, b, c in zip(image_sizes, boxes.split(counts), classes.split(counts)):
+            x = Instances(size)
+            x.pred_boxes = Boxes(b)
+            x.pred_classes = c
+            per_image.append(x)
+        per_image = self._forward_mask(features, per_image)
+        probs = cat([x.pred_masks for x in per_image])[:, 0]
+        return torch.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0)
+
+    def _turbo_masks(
+        self, features: Dict[str, Tensor], instances: List[Instances]
+    ) -> List[Instances]:
+        """Vanilla segmentation, ``NUM_ITERS`` turbo cycles and Maskness rescoring.
+
+        Args:
+            instances: per image, ``pred_boxes`` (XYXY, resized input image), ``scores``,
+                ``pred_classes`` from the detection stage.
+
+        Returns:
+            per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored),
+            ``pred_classes``, ``pred_masks`` (Ni, 1, M, M) predicted in ``pred_boxes`` and
+            ``maskness`` (Ni,), sorted by score, descending. No NaN reaches the output:
+            non-finite mask probabilities count as 0 and non-finite scores as 0.
+        """
+        p = self.turbo
+        sizes = [x.image_size for x in instances]
+        counts = [len(x) for x in instances]
+        boxes = cat([x.pred_boxes.tensor for x in instances])
+        classes = cat([x.pred_classes for x in instances])
+        scores = torch.nan_to_num(cat([x.scores for x in instances]), nan=0.0, posinf=1.0,
+                                  neginf=0.0)
+        image_index = torch.repeat_interleave(
+            torch.arange(len(counts), device=boxes.device),
+            torch.as_tensor(counts, device=boxes.device),
+        )
+        image_hw = torch.as_tensor(sizes, device=boxes.device, dtype=torch.long).reshape(-1, 2)
+        image_hw = image_hw[image_index]
+
+        probs = self._mask_probs(features, boxes, classes, counts, sizes)
+        first_probs = probs
+        found_all = torch.ones_like(scores, dtype=torch.bool)
+        for _ in range(p.num_iters):
+            mask_box, found = mask_boxes(probs, boxes, image_hw, p.box_thresh)
+            found_all &= found
+            refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
+            if p.repredict_iou >= 1.0:
+                # Every mask is re-predicted: no data-dependent shapes, no host sync.
+                # Rows whose box did not move get the same mask back.
+                boxes = refined
+                probs = self._mask_probs(features, boxes, classes, counts, sizes)
+                continue
+            moved = _paired_iou(boxes, refined) < p.repredict_iou
+            # Adaptive re-prediction selects rows by value: one host sync per cycle.
+            moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
+            if sum(moved_counts) == 0:
+                break  # nothing moves enough: further cycles would change nothing
+            new_probs = self._mask_probs(
+                features, refined[moved], classes[moved], moved_counts, sizes
+            )
+            boxes = torch.where(moved[:, None], refined, boxes)
+            probs = probs.index_put((moved.nonzero(as_tuple=True)[0],), new_probs)
+
+        m = maskness(first_probs if p.maskness_source == "first" else probs, p.maskness_thresh)
+        scores = scores * ((1.0 - p.maskness_weight) + p.maskness_weight * m)
+
+        keep = None if p.empty_mask == "keep" else found_all
+        results = []
+        start = 0
+        for size, n in zip(sizes, counts):
+            sl = slice(start, start + n)
+            start += n
+            r = Instances(size)
+            r.pred_boxes = Boxes(boxes[sl])
+            r.scores = scores[sl]
+            r.pred_classes = classes[sl]
+            r.pred_masks = probs[sl, None]
+            r.maskness = m[sl]
+            if keep is not None:
+                r = r[keep[sl]]
+            order = torch.sort(r.scores, descending=True, stable=True).indices
+            results.append(r[order])
+        return results
+
+
+@ROI_HEADS_REGISTRY.register()
+class TurboROIHeads(_TurboInference, StandardROIHeads):
+    """``StandardROIHeads`` with Turbo-Inference (``MODEL.TURBO``); training is the parent's.
+
+    Keys of ``MODEL.TURBO`` left at -1 take the published Mask R-CNN recipe
+    (:data:`MASK_RCNN_RECIPE`).
+    """
+
+    RECIPE: Mapping[str, float] = MASK_RCNN_RECIPE
+
+    @configurable
+    def __init__(self, *, turbo: TurboParams = TurboParams(), **kwargs):
+        super().__init__(**kwargs)
+        if not self.mask_on:
+            raise ValueError(f"{type(self).__name__} needs a mask head: set MODEL.MASK_ON True")
+        self.turbo = turbo
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        turbo = TurboParams.from_cfg(cfg, cls.RECIPE)  # fails before any module is built
+        ret = super().from_config(cfg, input_shape)
+        ret["turbo"] = turbo
+        return ret
+
+    @property
+    def _final_box_predictor(self):
+        return self.box_predictor
+
+    def _box_candidates(
+        self, features: Dict[str, Tensor], proposals: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Per image (Ri, K*4) boxes and (Ri, K+1) scores of the box head, before suppression."""
+        x = self.box_pooler([features[f] for f in self.box_in_features],
+                            [p.proposal_boxes for p in proposals])
+        predictions = self.box_predictor(self.box_head(x))
+        return (self.box_predictor.predict_boxes(predictions, proposals),
+                self.box_predictor.predict_probs(predictions, proposals))
+
+
+@ROI_HEADS_REGISTRY.register()
+class TurboCascadeROIHeads(_TurboInference, CascadeROIHeads):
+    """``CascadeROIHeads`` with Turbo-Inference (``MODEL.TURBO``); training is the parent's.
+
+    Keys of ``MODEL.TURBO`` left at -1 take the published cascade recipe
+    (:data:`CASCADE_RECIPE`).
+    """
+
+    RECIPE: Mapping[str, float] = CASCADE_RECIPE
+
+    @configurable
+    def __init__(self, *, turbo: TurboParams = TurboParams(**CASCADE_RECIPE), **kwargs):
+        super().__init__(**kwargs)
+        if not self.mask_on:
+            raise ValueError(f"{type(self).__name__} needs a mask head: set MODEL.MASK_ON True")
+        self.turbo = turbo
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        turbo = TurboParams.from_cfg(cfg, cls.RECIPE)
+        ret = super().from_config(cfg, input_shape)
+        ret["turbo"] = turbo
+        return ret
+
+    @property
+    def _final_box_predictor(self):
+        return self.box_predictor[-1]
+
+    def _box_candidates(
+        self, features: Dict[str, Tensor], proposals: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Last stage's boxes and class scores averaged over stages, before suppression.
+
+        Mirrors the inference half of ``CascadeROIHeads._forward_box``, which ends in a
+        hard-coded ``fast_rcnn_inference`` and so offers no hook for another suppression.
+        """
+        features = [features[f] for f in self.box_in_features]
+        image_sizes = [p.image_size for p in proposals]
+        score_sum: Optional[List[Tensor]] = None
+        boxes: List[Tensor] = []
+        for k in range(self.num_cascade_stages):
+            if k > 0:
+                proposals = self._create_proposals_from_boxes(boxes, image_sizes)
+            predictions = self._run_stage(features, proposals, k)
+            boxes = self.box_predictor[k].predict_boxes(predictions, proposals)
+            probs = self.box_predictor[k].predict_probs(predictions, proposals)
+            score_sum = list(probs) if score_sum is None else [
+                a + b for a, b in zip(score_sum, probs)]
+        scores = [s * (1.0 / self.num_cascade_stages) for s in score_sum]
+        return boxes, scores
