@@ -1,0 +1,327 @@
+"""Tensor operations of Turbo-Inference: Maskness, exact mask-to-box refinement, Soft-NMS.
+
+Everything here is vectorised over detections and device-agnostic (CPU and CUDA); no function
+synchronises with the host per detection. Coordinates are those of the resized input image
+seen by the ROI heads (Detectron2's ``images.image_sizes``), boxes are XYXY, and pixel
+``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``.
+"""
+from typing import Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["maskness", "mask_boxes", "batched_soft_nms", "SOFT_NMS_METHODS"]
+
+SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
+
+# Tolerance, in pixels, of the closed-form pixel bounds in `mask_boxes`. The bounds are computed
+# in float64 (error ~1e-12 px for coordinates up to 1e4); the tolerance makes a pixel that lies
+# exactly on a threshold crossing or on a cell boundary count as inside, as exact arithmetic
+# would. It is far below the float32 error of Detectron2's own paste (~1e-5 px).
+_PIXEL_EPS = 1e-6
+
+
+def _as_mask_stack(mask_probs: Tensor) -> Tensor:
+    """(N, M, M) or (N, 1, M, M) -> (N, M, M) view."""
+    if mask_probs.dim() == 4 and mask_probs.shape[1] == 1:
+        return mask_probs[:, 0]
+    if mask_probs.dim() == 3:
+        return mask_probs
+    raise ValueError(
+        f"mask_probs must have shape (N, M, M) or (N, 1, M, M), got {tuple(mask_probs.shape)}"
+    )
+
+
+def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
+    """Maskness: mean foreground probability of each soft mask.
+
+    Args:
+        mask_probs: (N, M, M) or (N, 1, M, M) probabilities in [0, 1] (RoI mask frame).
+        threshold: cells with probability >= threshold are foreground.
+
+    Returns:
+        (N,) mean probability over the foreground cells, 0 where a mask has none. NaN cells
+        count as 0, +inf as 1 and -inf as 0, so the result is always finite. Floating dtype of
+        ``mask_probs`` (computed in at least float32).
+    """
+    probs = _as_mask_stack(mask_probs).flatten(1)
+    out_dtype = probs.dtype if probs.is_floating_point() else torch.float32
+    probs = torch.nan_to_num(probs.to(torch.promote_types(out_dtype, torch.float32)),
+                             nan=0.0, posinf=1.0, neginf=0.0)
+    fg = probs >= threshold
+    count = fg.sum(dim=1, keepdim=True).clamp(min=1).to(probs.dtype)
+    # Divide before summing so that huge finite inputs cannot overflow the sum.
+    mean = torch.where(fg, probs / count, torch.zeros_like(probs)).sum(dim=1)
+    return mean.to(out_dtype)
+
+
+def _image_hw(image_size: Union[Sequence[int], Tensor], n: int,
+              device: torch.device) -> Tuple[Tensor, Tensor]:
+    """(h, w) pair or (N, 2) tensor of per-row (h, w) -> two (N,) float64 tensors."""
+    if isinstance(image_size, Tensor):
+        size = image_size.to(device=device, dtype=torch.float64)
+        if size.shape == (2,):
+            size = size.expand(n, 2)
+        if size.shape != (n, 2):
+            raise ValueError(f"image_size tensor must have shape (2,) or (N, 2) = ({n}, 2), "
+                             f"got {tuple(size.shape)}")
+        return size[:, 0], size[:, 1]
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be (h, w), got {image_size!r}")
+    h, w = (float(v) for v in image_size)
+    return (torch.full((n,), h, dtype=torch.float64, device=device),
+            torch.full((n,), w, dtype=torch.float64, device=device))
+
+
+def _column_extent(probs: Tensor, c0: Tensor, c1: Tensor, r0: Tensor, r1: Tensor,
+                   n_cols: Tensor, n_rows: Tensor, threshold: float
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+    """First and last image column where the pasted mask reaches ``threshold`` (> 0).
+
+    Args:
+        probs: (N, R, C) float64 masks, indexed [row cell, column cell].
+        c0, c1: (N,) box extent along columns, r0, r1: (N,) along rows, in image pixels
+            (non-degenerate).
+        n_cols, n_rows: (N,) image size along columns / rows (>= 1).
+
+    Returns:
+        first, last: (N,) float64 integer-valued column indices (inf / -inf when none),
+        found: (N,) bool.
+
+    The paste samples cell coordinate q(y) = (y + 0.5 - r0) * R / (r1 - r0) - 0.5 for pixel row
+    y (p(x) likewise for columns) bilinearly from the mask zero-padded by one cell. For a fixed
+    column the value is linear in q between consecutive integers, so among the pixel rows whose
+    q lies in [i, i + 1] the maximum is at the first or the last of them: these 2 (R + 1)
+    candidate rows decide every column. Along a candidate row the value is again piecewise
+    linear in p, so its passing columns are, per cell interval, one closed sub-interval of p,
+    mapped back to pixel columns in closed form.
+    """
+    n, n_r, n_c = probs.shape
+    dt, dev = probs.dtype, probs.device
+    padded = F.pad(probs, (1, 1, 1, 1))  # (N, R + 2, C + 2); padded index = cell index + 1
+
+    # Candidate rows: first and last pixel row of every cell interval [i, i + 1], i = -1..R-1.
+    # Rows are clamped into the image, so every candidate is a real pixel row; an interval with
+    # no pixel row inside just contributes a neighbouring row, which is harmless since each row
+    # is evaluated at its own q below.
+    rows_per_cell = ((r1 - r0) / n_r)[:, None]
+    cell = torch.arange(-1, n_r, dtype=dt, device=dev)[None, :]
+    y_lo = (cell + 0.5) * rows_per_cell + r0[:, None] - 0.5  # pixel row where q = i
+    y_hi = y_lo + rows_per_cell  # pixel row where q = i + 1
+    last_row = (n_rows - 1)[:, None]
+    rows = torch.cat([torch.ceil(y_lo - _PIXEL_EPS), torch.floor(y_hi + _PIXEL_EPS)], dim=1)
+    rows = torch.minimum(rows.clamp(min=0), last_row)  # (N, K) with K = 2 (R + 1)
+
+    q = ((rows + 0.5 - r0[:, None]) / rows_per_cell - 0.5).clamp(-1.0, float(n_r))
+    i = torch.floor(q).clamp(-1.0, float(n_r - 1))
+    s = (q - i)[..., None]
+    top = (i + 1).long()[..., None].expand(-1, -1, n_c + 2)
+    v_top = padded.gather(1, top)
+    v_bot = padded.gather(1, top + 1)
+    v = (1 - s) * v_top + s * v_bot  # (N, K, C + 2): row profiles over padded columns -1..C
+
+    # Passing part of each column interval [j, j + 1], j = -1..C-1, on one candidate row: all,
+    # none, or the part on one side of the threshold crossing j + (t - a) / (b - a). Every part
+    # touches j or j + 1, so the union over the candidate rows is, per interval, a left piece
+    # [j, j + reach] and a right piece [j + start, j + 1]: reduce over the rows first.
+    a, b = v[..., :-1], v[..., 1:]
+    pass_a, pass_b = a >= threshold, b >= threshold
+    slope = b - a
+    cross = ((threshold - a) / torch.where(slope == 0, 1.0, slope)).clamp(0, 1)
+    reach = torch.where(pass_a, torch.where(pass_b, 1.0, cross), -1.0).amax(dim=1)  # -1: none
+    start = torch.where(pass_b, torch.where(pass_a, 0.0, cross), 2.0).amin(dim=1)  # 2: none
+    j = torch.arange(-1, n_c, dtype=dt, device=dev)
+    p_lo = torch.stack([j.expand_as(reach), j + start], dim=2)  # (N, C + 1, 2)
+    p_hi = torch.stack([j + reach, (j + 1).expand_as(start)], dim=2)
+    piece = torch.stack([reach >= 0, start <= 1], dim=2)
+
+    # Back to pixel columns: x = (p + 0.5) * (c1 - c0) / C + c0 - 0.5.
+    cols_per_cell = ((c1 - c0) / n_c)[:, None, None]
+    offset = (c0 - 0.5)[:, None, None]
+    x_lo = torch.ceil((p_lo + 0.5) * cols_per_cell + offset - _PIXEL_EPS).clamp(min=0)
+    x_hi = torch.minimum(torch.floor((p_hi + 0.5) * cols_per_cell + offset + _PIXEL_EPS),
+                         (n_cols - 1)[:, None, None])
+    valid = piece & (x_lo <= x_hi)
+
+    first = torch.where(valid, x_lo, float("inf")).flatten(1).amin(dim=1)
+    last = torch.where(valid, x_hi, float("-inf")).flatten(1).amax(dim=1)
+    return first, last, valid.flatten(1).any(dim=1)
+
+
+def mask_boxes(mask_probs: Tensor, boxes: Tensor,
+               image_size: Union[Tuple[int, int], Tensor],
+               threshold: float) -> Tuple[Tensor, Tensor]:
+    """Tight box of each soft mask pasted into the image, computed exactly in RoI space.
+
+    Args:
+        mask_probs: (N, M, M) or (N, 1, M, M) soft masks, each predicted in its box.
+        boxes: (N, 4) float XYXY in the resized input image.
+        image_size: (h, w) shared by all rows, or an (N, 2) integer tensor of per-row (h, w).
+        threshold: a pixel is foreground when its pasted probability is >= threshold.
+
+    Returns:
+        refined: (N, 4) XYXY, dtype of ``boxes``: ``(xa, ya, xb + 1, yb + 1)`` for foreground
+            pixel columns xa..xb and rows ya..yb, i.e. what ``BitMasks.get_bounding_boxes``
+            gives on the mask pasted by ``paste_masks_in_image`` (whole image, no CPU window).
+        found: (N,) bool, False when no pixel of the image passes, the box is degenerate
+            (width or height <= 0, or non-finite) or the image is empty; such rows keep their
+            input box.
+
+    Detectron2's ``paste_masks_in_image`` followed by ``BitMasks.get_bounding_boxes`` gives the
+    same boxes but costs O(N * H * W) time and memory; here the cost is O(N * M^2) whatever the
+    image and box sizes: nothing is pasted (see `_column_extent`); the y extent is the x extent
+    of the transposed mask. Computed in float64, so not on devices without float64 (MPS).
+    NaN mask cells count as 0 (+inf as 1). With ``threshold <= 0`` every pixel of the paste
+    would count, so the result is defined as the box's own pixel extent
+    ``(floor(x0), floor(y0), ceil(x1), ceil(y1))`` clipped to the image, found where that is
+    non-empty.
+    """
+    probs = _as_mask_stack(mask_probs)
+    if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != probs.shape[0]:
+        raise ValueError(f"boxes must have shape (N, 4) with N = {probs.shape[0]}, "
+                         f"got {tuple(boxes.shape)}")
+    n = boxes.shape[0]
+    dev = boxes.device
+    if n == 0:
+        return boxes.clone(), torch.zeros(0, dtype=torch.bool, device=dev)
+    h, w = _image_hw(image_size, n, dev)
+    box = boxes.to(torch.float64)
+    x0, y0, x1, y1 = box.unbind(dim=1)
+    ok = torch.isfinite(box).all(dim=1) & (x1 > x0) & (y1 > y0) & (h >= 1) & (w >= 1)
+
+    if threshold <= 0:
+        xa = torch.minimum(torch.floor(x0).clamp(min=0), w)
+        ya = torch.minimum(torch.floor(y0).clamp(min=0), h)
+        xb = torch.minimum(torch.ceil(x1), w).clamp(min=0)
+        yb = torch.minimum(torch.ceil(y1), h).clamp(min=0)
+        refined = torch.stack([xa, ya, xb, yb], dim=1)
+        found = ok & (xb > xa) & (yb > ya)
+        refined = torch.where(found[:, None], refined, box)
+        return refined.to(boxes.dtype), found
+
+    # Degenerate rows are computed on a dummy unit box (and a 1x1 image) and then discarded.
+    unit = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64, device=dev)
+    safe = torch.where(ok[:, None], box, unit)
+    x0, y0, x1, y1 = safe.unbind(dim=1)
+    h = torch.where(ok, h, torch.ones_like(h))
+    w = torch.where(ok, w, torch.ones_like(w))
+    p = torch.nan_to_num(probs.to(torch.float64), nan=0.0, posinf=1.0, neginf=0.0)
+
+    xa, xb, found_x = _column_extent(p, x0, x1, y0, y1, w, h, threshold)
+    ya, yb, found_y = _column_extent(p.transpose(1, 2), y0, y1, x0, x1, h, w, threshold)
+    found = ok & found_x & found_y
+    tight = torch.stack([xa, ya, xb + 1, yb + 1], dim=1)
+    refined = torch.where(found[:, None], tight, box)
+    return refined.to(boxes.dtype), found
+
+
+def _validate_soft_nms(method: str, iou_threshold: float, sigma: float, min_score: float) -> None:
+    if method not in SOFT_NMS_METHODS:
+        raise ValueError(f"method must be one of {SOFT_NMS_METHODS}, got {method!r}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if not sigma > 0.0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if not min_score >= 0.0:
+        raise ValueError(f"min_score must be >= 0, got {min_score}")
+
+
+def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = "linear",
+                     iou_threshold: float = 0.3, sigma: float = 0.5, min_score: float = 1e-3,
+                     topk: int = -1) -> Tuple[Tensor, Tensor]:
+    """Soft-NMS (Bodla et al. 2017), independently per category.
+
+    Args:
+        boxes: (N, 4) XYXY; scores: (N,); idxs: (N,) int64 category of each box.
+        method: "linear" (score *= 1 - IoU when IoU > iou_threshold), "gaussian"
+            (score *= exp(-IoU^2 / sigma), always) or "hard" (drop when IoU > iou_threshold,
+            i.e. plain NMS: with ``min_score=0`` and untied scores it keeps what
+            ``torchvision.ops.batched_nms`` keeps).
+        min_score: boxes whose (decayed) score is below it are discarded, inputs included.
+        topk: keep at most this many results (all when < 0).
+
+    Returns:
+        keep: (K,) int64 indices into the input; new_scores: (K,) decayed scores, dtype of
+        ``scores``. Sorted by decayed score descending, ties by lower input index.
+
+    Per category: repeatedly pick the remaining box with the highest current score (ties: the
+    lowest input index), record it with its current score, decay the other remaining boxes by
+    their IoU with it. IoU as torchvision's ``box_iou`` (no +1, 0 when the union is 0).
+
+    torchvision and Detectron2 only offer hard NMS, hence this implementation. Categories are
+    laid out padded as (G, L) and the L sequential steps are each vectorised over all G
+    categories; the IoU of each pick is computed on the fly, (G, L) per step.
+    """
+    _validate_soft_nms(method, iou_threshold, sigma, min_score)
+    dev = scores.device
+    empty = (torch.zeros(0, dtype=torch.int64, device=dev), scores.new_zeros(0))
+    if scores.numel() == 0:
+        return empty
+
+    # Inputs already below min_score never take part.
+    cand = torch.nonzero(scores >= min_score).squeeze(1)  # ascending input index
+    if cand.numel() == 0:
+        return empty
+    cat_ids, group = torch.unique(idxs[cand], return_inverse=True)
+    n_groups = cat_ids.numel()
+    order = torch.sort(group, stable=True).indices  # by category, then by input index
+    counts = torch.bincount(group, minlength=n_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    g_sorted = group[order]
+    slot = torch.arange(order.numel(), device=dev) - starts[g_sorted]
+    width = int(counts.max())
+
+    # Padded (G, L) layout. A dead box (suppressed, picked, below min_score or an empty slot)
+    # has current score -inf, so argmax never picks it while its group has a live box.
+    src = torch.full((n_groups, width), -1, dtype=torch.int64, device=dev)
+    src[g_sorted, slot] = cand[order]
+    live = src >= 0
+    src0 = src.clamp(min=0)
+    work = torch.promote_types(torch.promote_types(scores.dtype, boxes.dtype), torch.float32)
+    neg_inf = torch.tensor(float("-inf"), dtype=work, device=dev)
+    cur = torch.where(live, scores[src0].to(work), neg_inf)
+    bx = boxes[src0].to(work)  # (G, L, 4)
+    area = (bx[..., 2] - bx[..., 0]) * (bx[..., 3] - bx[..., 1])
+    feats = torch.cat([bx, area[..., None]], dim=2)  # (G, L, 5): box and area, one gather
+
+    picks, picked_scores = [], []
+    for step in range(width):
+        best = torch.argmax(cur, dim=1, keepdim=True)  # (G, 1); first max = lowest index
+        best_score = cur.gather(1, best)
+        picks.append(best)
+        picked_scores.append(best_score)
+        # Stop once a step found no live box in any group (checked sparingly: host sync).
+        if step % 8 == 7 and not bool(torch.isfinite(best_score).any()):
+            break
+        cur = cur.scatter(1, best, float("-inf"))
+
+        pb = feats.gather(1, best[..., None].expand(-1, -1, 5))  # (G, 1, 5)
+        lt = torch.maximum(bx[..., :2], pb[..., :2])
+        rb = torch.minimum(bx[..., 2:], pb[..., 2:4])
+        wh = (rb - lt).clamp(min=0)
+        inter = wh[..., 0] * wh[..., 1]
+        # 0 / 0 (empty union) -> IoU 0, as torchvision's box_iou on degenerate pairs.
+        iou = torch.nan_to_num(inter / (area + pb[..., 4] - inter), nan=0.0)
+        if method == "linear":
+            cur = cur * torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+        elif method == "gaussian":
+            cur = cur * torch.exp(-(iou * iou) / sigma)
+        else:
+            cur = torch.where(iou > iou_threshold, neg_inf, cur)
+        # Kill below min_score; this also turns -inf * 0 = NaN of dead boxes back into -inf.
+        cur = torch.where(cur >= min_score, cur, neg_inf)
+
+    picked_src = src.gather(1, torch.cat(picks, dim=1))
+    picked_score = torch.cat(picked_scores, dim=1)
+    taken = torch.isfinite(picked_score)
+    keep = picked_src[taken]
+    new_scores = picked_score[taken]
+    # Sort by score descending, ties by lower input index: index sort, then a stable score sort.
+    by_index = torch.argsort(keep)
+    keep, new_scores = keep[by_index], new_scores[by_index]
+    by_score = torch.sort(new_scores, descending=True, stable=True).indices
+    keep, new_scores = keep[by_score], new_scores[by_score]
+    if topk >= 0:
+        keep, new_scores = keep[:topk], new_scores[:topk]
+    return keep, new_scores.to(scores.dtype)
