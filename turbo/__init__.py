@@ -1,7 +1,8 @@
 """Turbo-Inference for Detectron2: training-free detection-segmentation feedback.
 
 Importing this package registers ``TurboROIHeads`` and ``TurboCascadeROIHeads`` in
-Detectron2's ``ROI_HEADS_REGISTRY``.
+Detectron2's ``ROI_HEADS_REGISTRY`` (and the small backbone of the shapes reference models,
+``build_resnet_fpn_p4_backbone``, in ``BACKBONE_REGISTRY``).
 """
 try:
     import detectron2  # noqa: F401
@@ -12,7 +13,7 @@ except ImportError as e:  # pragma: no cover - exercised only without Detectron2
         "the commit is pinned in README.md)"
     ) from e
 
-from . import ops
+from . import backbone, ops
 from .config import TurboParams, add_turbo_config
 from .heads import TurboCascadeROIHeads, TurboROIHeads
 

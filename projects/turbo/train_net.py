@@ -8,7 +8,8 @@ Same command line as Detectron2's ``tools/train_net.py``::
 
 Training is Detectron2's own (the turbo heads only change inference); evaluation reports
 COCO box and mask AP through ``COCOEvaluator``. The shapes datasets (``shapes_train``,
-``shapes_val``, ``shapes_tune``) are registered here and generated on first use.
+``shapes_val``, ``shapes_tune``, and ``shapes_tiny`` for smoke runs) are registered here and
+generated on first use under ``$TURBO_DATASETS``.
 """
 import os
 
@@ -19,7 +20,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, verify_results
 
 from turbo import add_turbo_config
-from turbo.data import register_shapes
+from turbo.data import register_shapes, register_tiny_shapes
 
 
 class Trainer(DefaultTrainer):
@@ -45,6 +46,7 @@ def setup(args):
 
 def main(args):
     register_shapes()
+    register_tiny_shapes()
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
