@@ -11,6 +11,24 @@ Inference, batched over every detection of every image in the batch:
 
 All boxes are XYXY in the resized input image (``Instances.image_size``), and every output
 mask is the one predicted in the output box, so ``detector_postprocess`` pastes it right.
+
+Robustness: images without proposals or detections give empty ``Instances`` (with
+``pred_masks`` of shape (0, 1, M, M)); non-finite box-head outputs are dropped by the
+detection stage; non-finite mask probabilities and scores are mapped to finite values (see
+:meth:`_TurboInference._turbo_masks`), so no NaN leaves the turbo path. The outputs of one
+image do not depend on the other images of the batch, up to the rounding of batched
+convolutions. On the default path (``REPREDICT_IOU`` 1.0) the turbo code itself never makes
+the host wait for the device: no data-dependent shapes, nothing copied from the host; the
+only host syncs left in a cycle are inside Detectron2's ``ROIPooler`` (mask pooling: the
+box-to-level assignment), which the upstream mask head pays as well.
+
+Test-time augmentation (Detectron2's ``GeneralizedRCNNWithTTA``, ``TEST.AUG``): TTA turns
+``mask_on`` off while it gathers boxes from each augmented image, so each augmentation gets
+the turbo detection stage (Soft-NMS when enabled) but no mask; TTA then merges the boxes
+over augmentations and calls ``forward_with_given_boxes``, i.e. the plain mask head on the
+merged boxes, and averages each detection's masks over the augmentations. Turbo cycles and
+Maskness rescoring are not applied under TTA: the average needs one shared box per
+detection in every augmentation, which per-augmentation box refinement would break.
 """
 from __future__ import annotations
 
@@ -139,6 +157,16 @@ def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
+def _per_row(values, counts: List[int], device: torch.device) -> Tensor:
+    """(sum(counts),) int64: ``values[i]`` repeated ``counts[i]`` times.
+
+    Filled on the device from Python ints, unlike ``repeat_interleave`` on a tensor of
+    counts: no host-to-device copy and no data-dependent size, hence no host sync.
+    """
+    return cat([torch.full((n,), v, dtype=torch.long, device=device)
+                for v, n in zip(values, counts)])
+
+
 class _TurboInference:
     """Inference of the turbo heads, shared by the Mask R-CNN and the cascade head.
 
@@ -188,7 +216,8 @@ class _TurboInference:
     ) -> Tensor:
         """Mask head on ``boxes`` (N, 4) XYXY, rows grouped by image with ``counts``.
 
-        Returns (N, M, M) probabilities of each row's class, finite (NaN -> 0).
+        Returns (N, M, M) probabilities of each row's class, made finite (NaN and -inf -> 0,
+        +inf -> 1).
         Goes through the parent's ``_forward_mask`` so any Detectron2 mask head and pooler
         (class-specific or class-agnostic) works as it does upstream.
         """
@@ -214,8 +243,21 @@ class _TurboInference:
         Returns:
             per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored),
             ``pred_classes``, ``pred_masks`` (Ni, 1, M, M) predicted in ``pred_boxes`` and
-            ``maskness`` (Ni,), sorted by score, descending. No NaN reaches the output:
-            non-finite mask probabilities count as 0 and non-finite scores as 0.
+            ``maskness`` (Ni,), sorted by score, descending (ties keep the input order).
+
+        No NaN reaches the output: mask probabilities and input scores that are NaN or -inf
+        count as 0 and +inf as 1, so every output score, mask and Maskness is finite (a NaN
+        mask is an empty mask: Maskness 0, box kept). Input boxes must be finite (the
+        detection stage guarantees it); degenerate ones are accepted: a box of zero width or
+        height, inverted, or with no pixel of the image inside (wholly outside it) finds no
+        mask pixel, so it keeps its box (``EMPTY_MASK`` "keep") or is dropped ("drop"); for a
+        box partly outside the image only the mask pixels inside the image count. Boxes are
+        not clipped here: the detection stage clips them, and a refined box lies within the
+        image wherever its input box does.
+
+        Host syncs: none with ``REPREDICT_IOU`` 1.0 and ``EMPTY_MASK`` "keep", apart from
+        those inside Detectron2's mask pooler; the adaptive path selects rows by value (one
+        sync point per cycle) and "drop" selects rows once at the end.
         """
         p = self.turbo
         sizes = [x.image_size for x in instances]
@@ -224,12 +266,9 @@ class _TurboInference:
         classes = cat([x.pred_classes for x in instances])
         scores = torch.nan_to_num(cat([x.scores for x in instances]), nan=0.0, posinf=1.0,
                                   neginf=0.0)
-        image_index = torch.repeat_interleave(
-            torch.arange(len(counts), device=boxes.device),
-            torch.as_tensor(counts, device=boxes.device),
-        )
-        image_hw = torch.as_tensor(sizes, device=boxes.device, dtype=torch.long).reshape(-1, 2)
-        image_hw = image_hw[image_index]
+        image_index = _per_row(range(len(counts)), counts, boxes.device)
+        image_hw = torch.stack([_per_row([h for h, _ in sizes], counts, boxes.device),
+                                _per_row([w for _, w in sizes], counts, boxes.device)], dim=1)
 
         probs = self._mask_probs(features, boxes, classes, counts, sizes)
         first_probs = probs
@@ -245,7 +284,7 @@ class _TurboInference:
                 probs = self._mask_probs(features, boxes, classes, counts, sizes)
                 continue
             moved = _paired_iou(boxes, refined) < p.repredict_iou
-            # Adaptive re-prediction selects rows by value: one host sync per cycle.
+            # Adaptive re-prediction selects rows by value: the host waits once per cycle.
             moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
             if sum(moved_counts) == 0:
                 break  # nothing moves enough: further cycles would change nothing

@@ -201,9 +201,9 @@ def mask_boxes(mask_probs: Tensor, boxes: Tensor,
         return refined.to(boxes.dtype), found
 
     # Degenerate rows are computed on a dummy unit box (and a 1x1 image) and then discarded.
-    unit = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64, device=dev)
-    safe = torch.where(ok[:, None], box, unit)
-    x0, y0, x1, y1 = safe.unbind(dim=1)
+    # (Python scalars, not a tensor made on the host: no host-to-device copy.)
+    x0, y0 = torch.where(ok, x0, 0.0), torch.where(ok, y0, 0.0)
+    x1, y1 = torch.where(ok, x1, 1.0), torch.where(ok, y1, 1.0)
     h = torch.where(ok, h, torch.ones_like(h))
     w = torch.where(ok, w, torch.ones_like(w))
     p = torch.nan_to_num(probs.to(torch.float64), nan=0.0, posinf=1.0, neginf=0.0)

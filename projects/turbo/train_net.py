@@ -7,9 +7,13 @@ Same command line as Detectron2's ``tools/train_net.py``::
         --eval-only MODEL.WEIGHTS checkpoints/shapes_mask_rcnn_R18_FPN.pth MODEL.DEVICE cpu
 
 Training is Detectron2's own (the turbo heads only change inference); evaluation reports
-COCO box and mask AP through ``COCOEvaluator``. The shapes datasets (``shapes_train``,
-``shapes_val``, ``shapes_tune``, and ``shapes_tiny`` for smoke runs) are registered here and
-generated on first use under ``$TURBO_DATASETS``.
+COCO box and mask AP through ``COCOEvaluator``, and also under Detectron2's test-time
+augmentation when ``TEST.AUG.ENABLED`` is set (keys ``bbox_TTA``, ``segm_TTA``; what Turbo
+does under TTA: see ``turbo/heads.py``). Multi-process and multi-machine runs go through
+``detectron2.engine.launch`` (``--num-gpus``, ``--num-machines``, ``--machine-rank``,
+``--dist-url``); where CUDA is not available the processes use the gloo backend. The shapes
+datasets (``shapes_train``, ``shapes_val``, ``shapes_tune``, and ``shapes_tiny`` for smoke
+runs) are registered here and generated on first use under ``$TURBO_DATASETS``.
 """
 import os
 
@@ -18,6 +22,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.modeling import GeneralizedRCNNWithTTA
 
 from turbo import add_turbo_config
 from turbo.data import register_shapes, register_tiny_shapes
@@ -31,6 +36,17 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` under ``TEST.AUG`` test-time augmentation. Results are written
+        to ``OUTPUT_DIR/inference_TTA/<dataset>``; their keys get the suffix ``_TTA``."""
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        res = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        return {f"{key}_TTA": value for key, value in res.items()}
 
 
 def setup(args):
@@ -54,6 +70,8 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            res.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
