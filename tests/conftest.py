@@ -17,7 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 sys.path.insert(0, os.path.join(ROOT, "projects", "turbo"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the tiny models are dominated by per-op overhead, which extra threads on a
+# small (or busy) machine only add to.
+torch.set_num_threads(1)
 
 
 def tiny_cfg(head: str = "TurboROIHeads", **overrides):

@@ -170,11 +170,28 @@ def _per_row(values, counts: List[int], device: torch.device) -> Tensor:
 class _TurboInference:
     """Inference of the turbo heads, shared by the Mask R-CNN and the cascade head.
 
-    A host class provides ``self.turbo`` (:class:`TurboParams`), ``_box_candidates`` (the box
-    head's per-image boxes and class scores before suppression) and ``_final_box_predictor``.
+    A host class provides ``RECIPE`` (the values of ``MODEL.TURBO`` keys left at -1),
+    ``_box_candidates`` (the box head's per-image boxes and class scores before suppression)
+    and ``_final_box_predictor``.
     """
 
-    turbo: TurboParams
+    RECIPE: Mapping[str, float]
+
+    @configurable
+    def __init__(self, *, turbo: Optional[TurboParams] = None, **kwargs):
+        """``turbo``: the Turbo parameters (default: the class's published recipe); the other
+        arguments are the parent head's."""
+        super().__init__(**kwargs)
+        if not self.mask_on:
+            raise ValueError(f"{type(self).__name__} needs a mask head: set MODEL.MASK_ON True")
+        self.turbo = turbo if turbo is not None else TurboParams(**self.RECIPE)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        turbo = TurboParams.from_cfg(cfg, cls.RECIPE)  # fails before any module is built
+        ret = super().from_config(cfg, input_shape)
+        ret["turbo"] = turbo
+        return ret
 
     def forward(
         self,
@@ -326,20 +343,6 @@ class TurboROIHeads(_TurboInference, StandardROIHeads):
 
     RECIPE: Mapping[str, float] = MASK_RCNN_RECIPE
 
-    @configurable
-    def __init__(self, *, turbo: TurboParams = TurboParams(), **kwargs):
-        super().__init__(**kwargs)
-        if not self.mask_on:
-            raise ValueError(f"{type(self).__name__} needs a mask head: set MODEL.MASK_ON True")
-        self.turbo = turbo
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        turbo = TurboParams.from_cfg(cfg, cls.RECIPE)  # fails before any module is built
-        ret = super().from_config(cfg, input_shape)
-        ret["turbo"] = turbo
-        return ret
-
     @property
     def _final_box_predictor(self):
         return self.box_predictor
@@ -364,20 +367,6 @@ class TurboCascadeROIHeads(_TurboInference, CascadeROIHeads):
     """
 
     RECIPE: Mapping[str, float] = CASCADE_RECIPE
-
-    @configurable
-    def __init__(self, *, turbo: TurboParams = TurboParams(**CASCADE_RECIPE), **kwargs):
-        super().__init__(**kwargs)
-        if not self.mask_on:
-            raise ValueError(f"{type(self).__name__} needs a mask head: set MODEL.MASK_ON True")
-        self.turbo = turbo
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        turbo = TurboParams.from_cfg(cfg, cls.RECIPE)
-        ret = super().from_config(cfg, input_shape)
-        ret["turbo"] = turbo
-        return ret
 
     @property
     def _final_box_predictor(self):
