@@ -277,3 +277,29 @@ def test_deterministic(images):
     for ra, rb in zip(a, b):
         for f in FIELDS + ("maskness",):
             assert torch.equal(_field(ra["instances"], f), _field(rb["instances"], f))
+
+
+def test_resample_masks_mode(images):
+    """REPREDICT_IOU 0 (no mask re-predicted) with RESAMPLE_MASKS: every detection takes its
+    refined box, with its vanilla mask resampled into it."""
+    m0 = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}))
+    m = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 0.0,
+                                            "MODEL.TURBO.RESAMPLE_MASKS": True}),
+              state_dict=m0.state_dict())
+    vanilla, _, _, _ = _run_heads(m0, copy.deepcopy(images))
+    out, _, _, _ = _run_heads(m, copy.deepcopy(images))
+    p = m.roi_heads.turbo
+    for v, t in zip(vanilla, out):
+        probs = v.pred_masks[:, 0]
+        boxes, _ = ops.mask_boxes(probs, v.pred_boxes.tensor, v.image_size, p.box_thresh)
+        masks = ops.resample_masks(probs, v.pred_boxes.tensor, boxes)
+        scores = v.scores * (1 - p.maskness_weight + p.maskness_weight *
+                             ops.maskness(probs, p.maskness_thresh))
+        order = torch.sort(scores, descending=True, stable=True).indices
+        torch.testing.assert_close(t.pred_boxes.tensor, boxes[order])
+        torch.testing.assert_close(t.pred_masks[:, 0], masks[order])
+
+
+def test_resample_masks_must_be_bool():
+    with pytest.raises(ValueError, match="MODEL.TURBO.RESAMPLE_MASKS must be True or False"):
+        build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.RESAMPLE_MASKS": "yes"}))

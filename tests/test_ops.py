@@ -18,7 +18,7 @@ from detectron2.structures import BitMasks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turbo.ops import batched_soft_nms, mask_boxes, maskness
+from turbo.ops import batched_soft_nms, mask_boxes, maskness, resample_masks
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -522,3 +522,47 @@ def test_soft_nms_properties(seed: int, n: int, n_cats: int, method: str, thr: f
     keep_p, s_p = batched_soft_nms(boxes[perm], scores[perm], idxs[perm], method, thr)
     assert torch.equal(perm[keep_p], keep)
     assert torch.equal(s_p, s)
+
+
+# ---------------------------------------------------------------------------------------------
+# resample_masks
+# ---------------------------------------------------------------------------------------------
+def test_resample_masks_identity_and_shift():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 8, 8, generator=g)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [5.0, 3.0, 29.0, 11.0], [2.0, 2.0, 10.0, 18.0]])
+    # same box: the same mask
+    torch.testing.assert_close(resample_masks(probs, boxes, boxes), probs)
+    # shifted right by exactly one cell: cell centres land on old centres, one column over;
+    # the last column samples half a cell beyond the old support's centre line -> bilinear
+    # with the zero padding, i.e. half the old border value... here one full cell: zero.
+    cell_w = (boxes[:, 2] - boxes[:, 0]) / 8
+    shifted = boxes + torch.stack([cell_w, 0 * cell_w, cell_w, 0 * cell_w], 1)
+    out = resample_masks(probs[:, None], boxes, shifted)
+    torch.testing.assert_close(out[:, :, :-1], probs[:, :, 1:])
+    torch.testing.assert_close(out[:, :, -1], torch.zeros(3, 8))
+
+
+def test_resample_masks_pastes_like_the_original():
+    from detectron2.layers.mask_ops import paste_masks_in_image
+
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
+    probs = torch.sigmoid((0.6 - (xx ** 2 + yy ** 2).sqrt()) * 10).expand(4, 28, 28).clone()
+    boxes = torch.tensor([[20.0, 20.0, 120.0, 100.0]] * 4)
+    new = boxes + torch.randn(4, 4, generator=g) * 4
+    out = resample_masks(probs, boxes, new)
+    a = paste_masks_in_image(probs, boxes, (140, 160), 0.5)
+    b = paste_masks_in_image(out, new, (140, 160), 0.5)
+    # a smooth mask survives the second interpolation: the pasted masks nearly coincide
+    inter = (a & b).sum((1, 2)).float()
+    union = (a | b).sum((1, 2)).float()
+    assert torch.all(inter / union > 0.97)
+
+
+def test_resample_masks_degenerate_and_empty():
+    probs = torch.ones(2, 4, 4)
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 10.0], [0.0, 0.0, 8.0, 8.0]])
+    out = resample_masks(probs, boxes, torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 8.0, 8.0]]))
+    assert torch.all(out[0] == 0) and torch.isfinite(out).all()
+    assert resample_masks(torch.zeros(0, 1, 4, 4), torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4, 4)

@@ -45,6 +45,9 @@ def add_turbo_config(cfg: CN) -> None:
     # and the box its mask was predicted in is below this, in [0, 1]; otherwise it keeps both.
     # 1.0 = re-predict every mask (published recipe). Cycles stop early when none moves.
     _C.MODEL.TURBO.REPREDICT_IOU = 1.0
+    # Detections whose mask is not re-predicted (REPREDICT_IOU < 1) still take their refined
+    # box, their mask resampled exactly into it (True); or keep the box it was predicted in.
+    _C.MODEL.TURBO.RESAMPLE_MASKS = False
 
     _C.MODEL.TURBO.SOFT_NMS = CN()
     # Replace the per-class hard NMS of the box head by Soft-NMS (published Mask R-CNN recipe).
@@ -72,6 +75,7 @@ class TurboParams:
     empty_mask: str = "keep"
     maskness_source: str = "first"
     repredict_iou: float = 1.0
+    resample_masks: bool = False
     soft_nms: bool = True
     soft_nms_method: str = "linear"
     soft_nms_iou_thresh: float = 0.5
@@ -95,6 +99,9 @@ class TurboParams:
         _check_choice(key + "SOFT_NMS.METHOD", self.soft_nms_method, SOFT_NMS_METHODS)
         _check_choice(key + "EMPTY_MASK", self.empty_mask, EMPTY_MASK_MODES)
         _check_choice(key + "MASKNESS_SOURCE", self.maskness_source, MASKNESS_SOURCES)
+        if not isinstance(self.resample_masks, bool):
+            raise ValueError(f"{key}RESAMPLE_MASKS must be True or False, "
+                             f"got {self.resample_masks!r}")
         if not isinstance(self.soft_nms, bool):
             raise ValueError(f"{key}SOFT_NMS.ENABLED must be True or False, got {self.soft_nms!r}")
 
@@ -137,6 +144,7 @@ class TurboParams:
             empty_mask=t.EMPTY_MASK,
             maskness_source=t.MASKNESS_SOURCE,
             repredict_iou=t.REPREDICT_IOU,
+            resample_masks=t.RESAMPLE_MASKS,
             soft_nms=t.SOFT_NMS.ENABLED,
             soft_nms_method=t.SOFT_NMS.METHOD,
             soft_nms_iou_thresh=t.SOFT_NMS.IOU_THRESH,

@@ -47,7 +47,7 @@ from detectron2.modeling.roi_heads import (
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .config import TurboParams
-from .ops import batched_soft_nms, mask_boxes, maskness
+from .ops import batched_soft_nms, mask_boxes, maskness, resample_masks
 
 __all__ = [
     "TurboROIHeads",
@@ -303,12 +303,17 @@ class _TurboInference:
             moved = _paired_iou(boxes, refined) < p.repredict_iou
             # Adaptive re-prediction selects rows by value: the host waits once per cycle.
             moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
+            if p.resample_masks:
+                # the others take their refined box too, their mask resampled into it
+                probs = resample_masks(probs, boxes, refined)
+                boxes = refined
+            else:
+                boxes = torch.where(moved[:, None], refined, boxes)
             if sum(moved_counts) == 0:
                 break  # nothing moves enough: further cycles would change nothing
             new_probs = self._mask_probs(
-                features, refined[moved], classes[moved], moved_counts, sizes
+                features, boxes[moved], classes[moved], moved_counts, sizes
             )
-            boxes = torch.where(moved[:, None], refined, boxes)
             probs = probs.index_put((moved.nonzero(as_tuple=True)[0],), new_probs)
 
         m = maskness(first_probs if p.maskness_source == "first" else probs, p.maskness_thresh)

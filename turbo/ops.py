@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["maskness", "mask_boxes", "batched_soft_nms", "SOFT_NMS_METHODS"]
+__all__ = ["maskness", "mask_boxes", "resample_masks", "batched_soft_nms", "SOFT_NMS_METHODS"]
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
 
@@ -214,6 +214,39 @@ def mask_boxes(mask_probs: Tensor, boxes: Tensor,
     tight = torch.stack([xa, ya, xb + 1, yb + 1], dim=1)
     refined = torch.where(found[:, None], tight, box)
     return refined.to(boxes.dtype), found
+
+
+def resample_masks(mask_probs: Tensor, boxes: Tensor, new_boxes: Tensor) -> Tensor:
+    """Resample masks predicted in ``boxes`` into ``new_boxes`` (no second mask-head pass).
+
+    Args:
+        mask_probs: (N, M, M) or (N, 1, M, M) soft masks, each in the RoI frame of its box.
+        boxes, new_boxes: (N, 4) XYXY in the same image frame.
+
+    Returns:
+        (N, M, M): cell (i, j) of a new mask is the old mask's value at the image point of that
+        cell's centre, sampled as Detectron2's paste does (bilinear, zero outside the old mask's
+        padded support). So pasting the result in ``new_boxes`` reproduces pasting the old mask
+        in ``boxes``, up to the second interpolation. A degenerate old box gives a zero mask.
+    """
+    probs = _as_mask_stack(mask_probs)
+    n, m = probs.shape[0], probs.shape[-1]
+    if n == 0:
+        return probs.clone()
+    dt = probs.dtype if probs.is_floating_point() else torch.float32
+    b, nb = boxes.to(dt), new_boxes.to(dt)
+    t = (torch.arange(m, device=probs.device, dtype=dt) + 0.5) / m  # cell centres in [0, 1]
+    size = b[:, 2:] - b[:, :2]
+    ok = (size > 0).all(dim=1)
+    size = torch.where(ok[:, None], size, torch.ones_like(size))
+    # image coordinates of the new cells' centres, then normalised into the old box ([-1, 1]
+    # spans the box edges with align_corners=False, as in the paste)
+    pts = nb[:, None, :2] + t[None, :, None] * (nb[:, None, 2:] - nb[:, None, :2])  # (N, M, 2)
+    g = (pts - b[:, None, :2]) / size[:, None, :] * 2 - 1
+    grid = torch.stack([g[:, None, :, 0].expand(n, m, m), g[:, :, None, 1].expand(n, m, m)], -1)
+    out = F.grid_sample(probs[:, None].to(dt), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)[:, 0]
+    return torch.where(ok[:, None, None], out, torch.zeros_like(out))
 
 
 def _validate_soft_nms(method: str, iou_threshold: float, sigma: float, min_score: float) -> None:

@@ -1,0 +1,69 @@
+"""Every shipped config loads with only the installed detectron2 package (no source checkout)
+and builds its model with the turbo heads; the shipped checkpoints load through Detectron2's
+own checkpointer and predict sensibly."""
+import glob
+import os
+
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, BoxMode, pairwise_iou
+
+from turbo import TurboCascadeROIHeads, TurboROIHeads, add_turbo_config
+from turbo.data import register_shapes
+
+from conftest import CONFIGS, ROOT
+
+ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+
+
+def _cfg(path):
+    cfg = get_cfg()
+    add_turbo_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+@pytest.mark.parametrize("path", ALL, ids=[os.path.relpath(p, CONFIGS) for p in ALL])
+def test_config_builds(path):
+    cfg = _cfg(path)
+    model = build_model(cfg)
+    heads = TurboCascadeROIHeads if "Cascade" in cfg.MODEL.ROI_HEADS.NAME else TurboROIHeads
+    assert type(model.roi_heads) is heads
+    if "COCO" in path:
+        assert cfg.MODEL.WEIGHTS.startswith("detectron2://") and cfg.MODEL.RESNETS.DEPTH == 50
+        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+
+
+CHECKPOINTS = [
+    ("shapes/turbo_mask_rcnn_R18_FPN.yaml", "shapes_mask_rcnn_R18_FPN.pth"),
+    ("shapes/turbo_cascade_mask_rcnn_R18_FPN.yaml", "shapes_cascade_mask_rcnn_R18_FPN.pth"),
+]
+
+
+@pytest.mark.parametrize("config,weights", CHECKPOINTS)
+def test_shipped_checkpoint_predicts(config, weights):
+    path = os.path.join(ROOT, "checkpoints", weights)
+    assert os.path.isfile(path), f"{path} is missing: the reference checkpoints ship in git"
+    assert os.path.getsize(path) < 20 * 2**20
+    cfg = _cfg(os.path.join(CONFIGS, config))
+    cfg.MODEL.WEIGHTS = path
+    predictor = DefaultPredictor(cfg)  # Detectron2's own loading path
+    # the checkpoint holds exactly the model's weights
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    assert set(state) == set(build_model(cfg).state_dict())
+    register_shapes()
+    d = DatasetCatalog.get("shapes_val")[0]
+    inst = predictor(read_image(d["file_name"], format="BGR"))["instances"]
+    inst = inst[inst.scores > 0.5]
+    gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                             for a in d["annotations"]], dtype=torch.float32))
+    # a trained model finds most objects of a validation image
+    best = pairwise_iou(gt, inst.pred_boxes).max(dim=1).values
+    assert (best > 0.5).float().mean() > 0.5, best
