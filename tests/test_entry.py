@@ -102,3 +102,15 @@ def test_train_net_eval_only(head, tmp_path, monkeypatch):
             assert -1e-3 <= x and x + bw <= w + 1e-3 and -1e-3 <= y and y + bh <= h + 1e-3
             m = mask_util.decode(d["segmentation"])
             assert m.shape == (64, 96)
+
+
+def test_same_command_without_cuda(tmp_path):
+    """The shapes configs leave MODEL.DEVICE at Detectron2's default ("cuda"): train_net runs
+    them on CPU where CUDA is missing, so one command serves both machines."""
+    import train_net
+
+    cfg_file = os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.yaml")
+    args = default_argument_parser().parse_args(
+        ["--config-file", cfg_file, "OUTPUT_DIR", str(tmp_path)])
+    cfg = train_net.setup(args)
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -41,7 +41,8 @@ class Variant:
 def standard_variants(base: TurboParams, model: str, cycles: Sequence[int] = (1, 2, 3),
                       repredict_ious: Sequence[float] = (), prefix: str = "") -> List[Variant]:
     """baseline, + Soft-NMS, + Turbo, + Turbo + Soft-NMS, then Turbo + Soft-NMS with each
-    number of ``cycles`` beyond 1 and each adaptive ``REPREDICT_IOU`` (1 cycle)."""
+    number of ``cycles`` beyond 1, and with each adaptive ``REPREDICT_IOU`` (1 cycle; the
+    masks not re-predicted either keep their box or are resampled into the refined one)."""
     r = dataclasses.replace
     rows = [
         Variant(prefix + "baseline", model, r(base, num_iters=0, soft_nms=False)),
@@ -54,8 +55,11 @@ def standard_variants(base: TurboParams, model: str, cycles: Sequence[int] = (1,
             rows.append(Variant(f"{prefix}+ Turbo x{c} + Soft-NMS", model,
                                 r(base, num_iters=c, soft_nms=True)))
     for t in repredict_ious:
-        rows.append(Variant(f"{prefix}+ Turbo (re-predict IoU<{t:g}) + Soft-NMS", model,
-                            r(base, num_iters=1, soft_nms=True, repredict_iou=t)))
+        for resample in (False, True):
+            how = ", others resampled" if resample else ""
+            rows.append(Variant(f"{prefix}+ Turbo (re-predict IoU<{t:g}{how}) + Soft-NMS", model,
+                                r(base, num_iters=1, soft_nms=True, repredict_iou=t,
+                                  resample_masks=resample)))
     return rows
 
 

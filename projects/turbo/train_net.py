@@ -15,7 +15,10 @@ does under TTA: see ``turbo/heads.py``). Multi-process and multi-machine runs go
 datasets (``shapes_train``, ``shapes_val``, ``shapes_tune``, and ``shapes_tiny`` for smoke
 runs) are registered here and generated on first use under ``$TURBO_DATASETS``.
 """
+import logging
 import os
+
+import torch
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
@@ -55,8 +58,14 @@ def setup(args):
     add_turbo_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    cuda_missing = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
+    if cuda_missing:  # the same command trains and evaluates on a GPU machine or a CPU one
+        cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    if cuda_missing:
+        logging.getLogger("detectron2").warning(
+            "MODEL.DEVICE asks for CUDA, which is not available here: running on CPU")
     return cfg
 
 
