@@ -527,7 +527,7 @@ def _tta_cfg(head, **overrides):
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_test_time_augmentation(head, monkeypatch):
+def test_test_time_augmentation(head, monkeypatch, caplog):
     """Detectron2's TTA with the turbo heads: Soft-NMS detection in each augmentation, plain
     masks averaged over the augmentations on the merged boxes, no turbo cycle."""
     cfg = _tta_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2})
@@ -548,8 +548,15 @@ def test_test_time_augmentation(head, monkeypatch):
     inputs = make_images()
     for x in inputs:
         x["image"] = x["image"].to(torch.uint8)
-    with torch.no_grad():
+    import collections
+
+    import detectron2.utils.logger as d2_logger
+
+    monkeypatch.setattr(d2_logger, "_LOG_COUNTER", collections.Counter())  # log_first_n anew
+    with torch.no_grad(), caplog.at_level("WARNING", logger="turbo.heads"):
         out = GeneralizedRCNNWithTTA(cfg, m, batch_size=3)(copy.deepcopy(inputs))
+    # not silent: the user is told the cycles are not applied
+    assert "turbo cycles and Maskness rescoring are not applied under TTA" in caplog.text
     # 3 sizes x 2 flips = 6 augmented images per input, in batches of 3
     assert calls == {"soft_nms": 2 * len(inputs), "turbo": 0}
     assert m.roi_heads.mask_on  # TTA restored it

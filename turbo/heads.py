@@ -32,6 +32,7 @@ detection in every augmentation, which per-augmentation box refinement would bre
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -45,6 +46,7 @@ from detectron2.modeling.roi_heads import (
     StandardROIHeads,
 )
 from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.logger import log_first_n
 
 from .config import TurboParams
 from .ops import batched_soft_nms, mask_boxes, maskness, resample_masks
@@ -206,6 +208,10 @@ class _TurboInference:
         if not self.mask_on:
             # Detectron2's test-time augmentation turns the mask head off while it gathers
             # boxes; it then calls ``forward_with_given_boxes`` on the merged boxes.
+            if self.turbo.num_iters > 0:
+                log_first_n(logging.WARNING, "MODEL.TURBO.NUM_ITERS > 0, but the mask head is "
+                            "off (test-time augmentation gathering boxes): turbo cycles and "
+                            "Maskness rescoring are not applied under TTA", n=1)
             return self._forward_keypoint(features, instances), {}
         if self.turbo.num_iters == 0:
             return self.forward_with_given_boxes(features, instances), {}
