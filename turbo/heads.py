@@ -22,18 +22,16 @@ the host wait for the device: no data-dependent shapes, nothing copied from the 
 only host syncs left in a cycle are inside Detectron2's ``ROIPooler`` (mask pooling: the
 box-to-level assignment), which the upstream mask head pays as well.
 
-Test-time augmentation (Detectron2's ``GeneralizedRCNNWithTTA``, ``TEST.AUG``): TTA turns
-``mask_on`` off while it gathers boxes from each augmented image, so each augmentation gets
-the turbo detection stage (Soft-NMS when enabled) but no mask; TTA then merges the boxes
-over augmentations and calls ``forward_with_given_boxes``, i.e. the plain mask head on the
-merged boxes, and averages each detection's masks over the augmentations. Turbo cycles and
-Maskness rescoring are not applied under TTA: the average needs one shared box per
-detection in every augmentation, which per-augmentation box refinement would break.
+Test-time augmentation: :class:`turbo.tta.TurboRCNNWithTTA` (what ``train_net.py`` uses for
+``TEST.AUG``) runs the turbo cycles on TTA's merged detections, with masks averaged over the
+augmentations in each refined box. Detectron2's plain ``GeneralizedRCNNWithTTA`` turns
+``mask_on`` off while it gathers boxes, so the heads then do detection only (Soft-NMS when
+enabled) and it predicts plain masks on the merged boxes: no cycles, with a warning.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -55,6 +53,7 @@ __all__ = [
     "TurboROIHeads",
     "TurboCascadeROIHeads",
     "soft_nms_detections",
+    "turbo_cycles",
     "MASK_RCNN_RECIPE",
     "CASCADE_RECIPE",
 ]
@@ -169,6 +168,66 @@ def _per_row(values, counts: List[int], device: torch.device) -> Tensor:
                 for v, n in zip(values, counts)])
 
 
+MaskPredictor = Callable[[Tensor, Tensor, List[int]], Tensor]
+
+
+def turbo_cycles(
+    p: TurboParams,
+    boxes: Tensor,
+    classes: Tensor,
+    scores: Tensor,
+    probs: Tensor,
+    image_hw: Tensor,
+    image_index: Tensor,
+    counts: List[int],
+    predict: MaskPredictor,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The turbo cycles and Maskness rescoring on N detections of one or more images.
+
+    Args:
+        p: the parameters.
+        boxes: (N, 4) XYXY boxes, in the frame of ``image_hw``; classes: (N,); scores: (N,).
+        probs: (N, M, M) finite mask probabilities predicted in ``boxes``.
+        image_hw: (N, 2) height and width of each row's image; image_index: (N,) its image;
+            counts: detections per image (rows are grouped by image).
+        predict: ``predict(boxes, classes, counts)`` -> (n, M, M) finite probabilities of the
+            mask head on the given rows (grouped by image with ``counts``).
+
+    Returns:
+        boxes (N, 4), probs (N, M, M) predicted (or resampled) in those boxes, rescored
+        scores (N,), maskness (N,), found (N,) bool: whether every cycle found mask pixels.
+    """
+    first_probs = probs
+    found_all = torch.ones_like(scores, dtype=torch.bool)
+    for _ in range(p.num_iters):
+        mask_box, found = mask_boxes(probs, boxes, image_hw, p.box_thresh)
+        found_all &= found
+        refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
+        if p.repredict_iou >= 1.0:
+            # Every mask is re-predicted: no data-dependent shapes, no host sync.
+            # Rows whose box did not move get the same mask back.
+            boxes = refined
+            probs = predict(boxes, classes, counts)
+            continue
+        moved = _paired_iou(boxes, refined) < p.repredict_iou
+        # Adaptive re-prediction selects rows by value: the host waits once per cycle.
+        moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
+        if p.resample_masks:
+            # the others take their refined box too, their mask resampled into it
+            probs = resample_masks(probs, boxes, refined)
+            boxes = refined
+        else:
+            boxes = torch.where(moved[:, None], refined, boxes)
+        if sum(moved_counts) == 0:
+            break  # nothing moves enough: further cycles would change nothing
+        new_probs = predict(boxes[moved], classes[moved], moved_counts)
+        probs = probs.index_put((moved.nonzero(as_tuple=True)[0],), new_probs)
+
+    m = maskness(first_probs if p.maskness_source == "first" else probs, p.maskness_thresh)
+    scores = scores * ((1.0 - p.maskness_weight) + p.maskness_weight * m)
+    return boxes, probs, scores, m, found_all
+
+
 class _TurboInference:
     """Inference of the turbo heads, shared by the Mask R-CNN and the cascade head.
 
@@ -211,7 +270,8 @@ class _TurboInference:
             if self.turbo.num_iters > 0:
                 log_first_n(logging.WARNING, "MODEL.TURBO.NUM_ITERS > 0, but the mask head is "
                             "off (test-time augmentation gathering boxes): turbo cycles and "
-                            "Maskness rescoring are not applied under TTA", n=1)
+                            "Maskness rescoring are not applied under TTA; use "
+                            "turbo.tta.TurboRCNNWithTTA for TTA with them", n=1)
             return self._forward_keypoint(features, instances), {}
         if self.turbo.num_iters == 0:
             return self.forward_with_given_boxes(features, instances), {}
@@ -294,36 +354,9 @@ class _TurboInference:
                                 _per_row([w for _, w in sizes], counts, boxes.device)], dim=1)
 
         probs = self._mask_probs(features, boxes, classes, counts, sizes)
-        first_probs = probs
-        found_all = torch.ones_like(scores, dtype=torch.bool)
-        for _ in range(p.num_iters):
-            mask_box, found = mask_boxes(probs, boxes, image_hw, p.box_thresh)
-            found_all &= found
-            refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
-            if p.repredict_iou >= 1.0:
-                # Every mask is re-predicted: no data-dependent shapes, no host sync.
-                # Rows whose box did not move get the same mask back.
-                boxes = refined
-                probs = self._mask_probs(features, boxes, classes, counts, sizes)
-                continue
-            moved = _paired_iou(boxes, refined) < p.repredict_iou
-            # Adaptive re-prediction selects rows by value: the host waits once per cycle.
-            moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
-            if p.resample_masks:
-                # the others take their refined box too, their mask resampled into it
-                probs = resample_masks(probs, boxes, refined)
-                boxes = refined
-            else:
-                boxes = torch.where(moved[:, None], refined, boxes)
-            if sum(moved_counts) == 0:
-                break  # nothing moves enough: further cycles would change nothing
-            new_probs = self._mask_probs(
-                features, boxes[moved], classes[moved], moved_counts, sizes
-            )
-            probs = probs.index_put((moved.nonzero(as_tuple=True)[0],), new_probs)
-
-        m = maskness(first_probs if p.maskness_source == "first" else probs, p.maskness_thresh)
-        scores = scores * ((1.0 - p.maskness_weight) + p.maskness_weight * m)
+        boxes, probs, scores, m, found_all = turbo_cycles(
+            p, boxes, classes, scores, probs, image_hw, image_index, counts,
+            lambda b, c, n: self._mask_probs(features, b, c, n, sizes))
 
         keep = None if p.empty_mask == "keep" else found_all
         results = []

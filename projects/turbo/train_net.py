@@ -8,8 +8,8 @@ Same command line as Detectron2's ``tools/train_net.py``::
 
 Training is Detectron2's own (the turbo heads only change inference); evaluation reports
 COCO box and mask AP through ``COCOEvaluator``, and also under Detectron2's test-time
-augmentation when ``TEST.AUG.ENABLED`` is set (keys ``bbox_TTA``, ``segm_TTA``; what Turbo
-does under TTA: see ``turbo/heads.py``). Multi-process and multi-machine runs go through
+augmentation when ``TEST.AUG.ENABLED`` is set (keys ``bbox_TTA``, ``segm_TTA``; turbo cycles
+on TTA's merged detections: see ``turbo/tta.py``). Multi-process and multi-machine runs go through
 ``detectron2.engine.launch`` (``--num-gpus``, ``--num-machines``, ``--machine-rank``,
 ``--dist-url``); where CUDA is not available the processes use the gloo backend. The shapes
 datasets (``shapes_train``, ``shapes_val``, ``shapes_tune``, and ``shapes_tiny`` for smoke
@@ -25,10 +25,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
-from detectron2.modeling import GeneralizedRCNNWithTTA
 
 from turbo import add_turbo_config
 from turbo.data import register_shapes, register_tiny_shapes
+from turbo.tta import TurboRCNNWithTTA
 
 
 class Trainer(DefaultTrainer):
@@ -42,13 +42,14 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
-        """Evaluate ``model`` under ``TEST.AUG`` test-time augmentation. Results are written
+        """Evaluate ``model`` under ``TEST.AUG`` test-time augmentation, turbo cycles included
+        (:class:`turbo.tta.TurboRCNNWithTTA`). Results are written
         to ``OUTPUT_DIR/inference_TTA/<dataset>``; their keys get the suffix ``_TTA``."""
         evaluators = [
             cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
             for name in cfg.DATASETS.TEST
         ]
-        res = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        res = cls.test(cfg, TurboRCNNWithTTA(cfg, model), evaluators)
         return {f"{key}_TTA": value for key, value in res.items()}
 
 
