@@ -193,6 +193,7 @@ def main(argv=None):
     from detectron2.utils.logger import setup_logger
 
     from turbo.data import register_shapes, register_tiny_shapes
+    from turbo import TurboParams
     from turbo.eval import evaluate_variants, measure_latency, standard_variants
 
     setup_logger(name="turbo")
@@ -211,7 +212,8 @@ def main(argv=None):
         prefix = "" if key == "Mask R-CNN" else f"{key}: "
         cycles = args.cycles if key == "Mask R-CNN" else [1]
         ious = args.repredict_iou if key == "Mask R-CNN" else []
-        rows += standard_variants(model.roi_heads.turbo, key, cycles, ious, prefix)
+        recipe = TurboParams(**type(model.roi_heads).RECIPE)  # the published thresholds
+        rows += standard_variants(model.roi_heads.turbo, key, cycles, ious, prefix, recipe)
 
     dicts = DatasetCatalog.get(args.dataset)
     n_images = len(dicts) if args.max_images <= 0 else min(args.max_images, len(dicts))

@@ -39,10 +39,12 @@ class Variant:
 
 
 def standard_variants(base: TurboParams, model: str, cycles: Sequence[int] = (1, 2, 3),
-                      repredict_ious: Sequence[float] = (), prefix: str = "") -> List[Variant]:
+                      repredict_ious: Sequence[float] = (), prefix: str = "",
+                      recipe: Optional[TurboParams] = None) -> List[Variant]:
     """baseline, + Soft-NMS, + Turbo, + Turbo + Soft-NMS, then Turbo + Soft-NMS with each
     number of ``cycles`` beyond 1, and with each adaptive ``REPREDICT_IOU`` (1 cycle; the
-    masks not re-predicted either keep their box or are resampled into the refined one)."""
+    masks not re-predicted either keep their box or are resampled into the refined one).
+    ``recipe``: also a row with these (published) thresholds, where ``base`` differs."""
     r = dataclasses.replace
     rows = [
         Variant(prefix + "baseline", model, r(base, num_iters=0, soft_nms=False)),
@@ -50,6 +52,9 @@ def standard_variants(base: TurboParams, model: str, cycles: Sequence[int] = (1,
         Variant(prefix + "+ Turbo", model, r(base, num_iters=1, soft_nms=False)),
         Variant(prefix + "+ Turbo + Soft-NMS", model, r(base, num_iters=1, soft_nms=True)),
     ]
+    if recipe is not None and recipe != r(base, num_iters=1, soft_nms=True):
+        rows.append(Variant(prefix + "+ Turbo + Soft-NMS, published recipe", model,
+                            r(recipe, num_iters=1, soft_nms=True)))
     for c in cycles:
         if c != 1:
             rows.append(Variant(f"{prefix}+ Turbo x{c} + Soft-NMS", model,
