@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="shapes_val", help="a registered dataset name")
     p.add_argument("--max-images", type=int, default=0, help="0 = the whole dataset")
     p.add_argument("--cycles", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--repredict-iou", type=float, nargs="*", default=[0.9],
+    p.add_argument("--repredict-iou", type=float, nargs="*", default=[0.9, 0.75, 0.0],
                    help="adaptive re-prediction rows (MODEL.TURBO.REPREDICT_IOU values)")
     p.add_argument("--score-thresh", type=float, default=None,
                    help="override MODEL.ROI_HEADS.SCORE_THRESH_TEST (e.g. 0 for 100 dets/img)")
