@@ -47,11 +47,11 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="shapes_val", help="a registered dataset name")
     p.add_argument("--max-images", type=int, default=0, help="0 = the whole dataset")
     p.add_argument("--cycles", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--repredict-iou", type=float, nargs="*", default=[0.9, 0.75, 0.0],
+    p.add_argument("--repredict-iou", type=float, nargs="*", default=[0.9, 0.0],
                    help="adaptive re-prediction rows (MODEL.TURBO.REPREDICT_IOU values)")
     p.add_argument("--score-thresh", type=float, default=None,
                    help="override MODEL.ROI_HEADS.SCORE_THRESH_TEST (e.g. 0 for 100 dets/img)")
-    p.add_argument("--latency-images", type=int, default=16)
+    p.add_argument("--latency-images", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pictures", type=int, default=4, help="images in examples.png")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
