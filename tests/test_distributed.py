@@ -24,10 +24,12 @@ from turbo.data import ensure_shapes, register_tiny_shapes
 
 from conftest import CONFIGS, ROOT, build
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()),
-    reason="this torch build has no gloo backend for torch.distributed",
-)
+
+
+def test_gloo_backend_available():
+    """Multi-process evaluation on CPU needs torch.distributed's gloo backend: fail, not skip."""
+    assert dist.is_available() and dist.is_gloo_available(), (
+        "this torch build has no gloo backend for torch.distributed")
 
 TRAIN_NET = os.path.join(ROOT, "projects", "turbo", "train_net.py")
 CONFIG = os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.yaml")
