@@ -221,8 +221,6 @@ def main():
                  f"{t_nms['soft'] / t_nms['hard']:.1f}x hard NMS"))
 
     if not a.skip_e2e:
-        from detectron2.structures import Instances  # noqa: F401
-
         g = torch.Generator().manual_seed(0)
         inputs = [{"image": (torch.rand(3, 800, 1333, generator=g) * 255).to(dev),
                    "height": 800, "width": 1333}]

@@ -155,7 +155,6 @@ def test_adaptive_repredict():
     n_moved = 0
     for f, n, s, z in zip(rf, rn, rs, r0):
         # IoU < 0 never holds: nobody moves, boxes and masks stay those of the detector
-        key = lambda r: torch.sort(r.scores * 0 + torch.arange(len(r)), stable=True).indices  # noqa
         zb = {tuple(b.tolist()) for b in z.pred_boxes.tensor}
         assert {tuple(b.tolist()) for b in n.pred_boxes.tensor} == zb
         # partial: each box is either the detector's or the fully re-predicted one

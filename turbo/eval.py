@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import logging
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from .config import TurboParams
 from .heads import _TurboInference
 
 __all__ = ["Variant", "standard_variants", "evaluate_variants", "measure_latency"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

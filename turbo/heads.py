@@ -133,8 +133,8 @@ def soft_nms_detections(
         keep, kept_scores, im_kept = keep[top], kept_scores[top], im_kept[top]
         counts = counts.clamp(max=topk_per_image)
     results = []
-    for shape, k, sc in zip(image_shapes, keep.split(counts.tolist()),
-                            kept_scores.split(counts.tolist())):
+    sizes = counts.tolist()  # one host sync for the per-image split
+    for shape, k, sc in zip(image_shapes, keep.split(sizes), kept_scores.split(sizes)):
         r = Instances(shape)
         r.pred_boxes = Boxes(b[k])
         r.scores = sc
