@@ -19,6 +19,7 @@ import logging
 import os
 
 import torch
+import torch.distributed as dist
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
@@ -90,11 +91,24 @@ def main(args):
     return trainer.train()
 
 
+def run(args):
+    """``main`` in one process of a ``launch``: when the process is part of a process group,
+    waits for every rank, then destroys the group before the interpreter exits. (Detectron2's
+    launcher leaves the group alive; a gloo group left alive at exit can abort the process
+    with SIGABRT while its threads are torn down, turning a finished evaluation into a
+    failed launch.)"""
+    res = main(args)
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()
+    return res
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
-        main,
+        run,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
