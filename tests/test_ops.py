@@ -484,6 +484,75 @@ def test_soft_nms_empty_single_and_topk():
     assert keep.numel() == 0
 
 
+def _cut_per_segment(keep: Tensor, s: Tensor, seg: Tensor, topk: int) -> Tuple[Tensor, Tensor]:
+    """The first ``topk`` results of each segment of a full (uncut) Soft-NMS result, in order."""
+    taken = {}
+    mask = []
+    for k in keep.tolist():
+        n = taken.get(int(seg[k]), 0)
+        mask.append(n < topk)
+        taken[int(seg[k])] = n + 1
+    mask = torch.tensor(mask, dtype=torch.bool)
+    return keep[mask], s[mask]
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian", "hard"])
+@pytest.mark.parametrize("topk", [1, 7, 40])
+def test_soft_nms_topk_per_segment_stops_early_with_the_full_answer(method, topk, monkeypatch):
+    """``topk`` with ``topk_by`` (e.g. 100 detections per image): the steps stop once every
+    segment's top-k is settled, and the answer is that of all steps cut per segment."""
+    import turbo.ops as ops
+
+    g = torch.Generator().manual_seed(11)
+    n_images, per_image, n_cats = 3, 400, 4
+    parts = [_random_detections(g, per_image, n_cats) for _ in range(n_images)]
+    boxes = torch.cat([b for b, _, _ in parts])
+    scores = torch.cat([sc for _, sc, _ in parts])
+    image = torch.arange(n_images).repeat_interleave(per_image)
+    idxs = image * 10_000 + torch.cat([i for _, _, i in parts])  # categories within images
+    full_keep, full_s = batched_soft_nms(boxes, scores, idxs, method, 0.3, min_score=1e-4)
+    want_keep, want_s = _cut_per_segment(full_keep, full_s, image, topk)
+
+    checks = []
+    settled = ops._topk_settled
+    monkeypatch.setattr(ops, "_topk_settled", lambda *a: checks.append(settled(*a)) or checks[-1])
+    keep, s = batched_soft_nms(boxes, scores, idxs, method, 0.3, min_score=1e-4,
+                               topk=topk, topk_by=image)
+    assert torch.equal(keep, want_keep) and torch.equal(s, want_s)
+    assert torch.bincount(image[keep], minlength=n_images).tolist() == [topk] * n_images
+    # it did stop early: the last check said "settled", long before the ~100 steps per class
+    assert checks and checks[-1] and len(checks) < per_image // n_cats // 8
+
+    # one segment (no topk_by): the global top-k, also early
+    keep, s = batched_soft_nms(boxes, scores, idxs, method, 0.3, min_score=1e-4, topk=topk)
+    assert torch.equal(keep, full_keep[:topk]) and torch.equal(s, full_s[:topk])
+
+
+def test_soft_nms_topk_with_ties():
+    """Equal scores at the cut: the early stop must not let a later, lower-index tie in."""
+    g = torch.Generator().manual_seed(5)
+    boxes, _, idxs = _random_detections(g, 300, 3)
+    scores = torch.full((300,), 0.5)
+    scores[::7] = 0.25
+    image = (torch.arange(300) % 2)
+    idxs = idxs * 2 + image
+    full_keep, full_s = batched_soft_nms(boxes, scores, idxs, "linear", 0.3)
+    for topk in (1, 5, 30):
+        keep, s = batched_soft_nms(boxes, scores, idxs, "linear", 0.3, topk=topk, topk_by=image)
+        want_keep, want_s = _cut_per_segment(full_keep, full_s, image, topk)
+        assert torch.equal(keep, want_keep) and torch.equal(s, want_s)
+
+
+def test_soft_nms_topk_by_validation():
+    b, s = torch.zeros(2, 4), torch.ones(2)
+    with pytest.raises(ValueError, match="topk_by.*shape"):
+        batched_soft_nms(b, s, torch.zeros(2, dtype=torch.int64), topk=1,
+                         topk_by=torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="topk_by.*one segment"):
+        batched_soft_nms(b, s, torch.zeros(2, dtype=torch.int64), topk=1,
+                         topk_by=torch.tensor([0, 1]))
+
+
 def test_soft_nms_validation():
     b, s, i = torch.zeros(1, 4), torch.ones(1), torch.zeros(1, dtype=torch.int64)
     with pytest.raises(ValueError, match="linear.*gaussian.*hard"):

@@ -5,7 +5,7 @@ synchronises with the host per detection. Coordinates are those of the resized i
 seen by the ROI heads (Detectron2's ``images.image_sizes``), boxes are XYXY, and pixel
 ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``.
 """
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -262,7 +262,7 @@ def _validate_soft_nms(method: str, iou_threshold: float, sigma: float, min_scor
 
 def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = "linear",
                      iou_threshold: float = 0.3, sigma: float = 0.5, min_score: float = 1e-3,
-                     topk: int = -1) -> Tuple[Tensor, Tensor]:
+                     topk: int = -1, topk_by: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Soft-NMS (Bodla et al. 2017), independently per category.
 
     Args:
@@ -272,7 +272,9 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
             i.e. plain NMS: with ``min_score=0`` and untied scores it keeps what
             ``torchvision.ops.batched_nms`` keeps).
         min_score: boxes whose (decayed) score is below it are discarded, inputs included.
-        topk: keep at most this many results (all when < 0).
+        topk: keep at most this many results (all when < 0); per segment of ``topk_by``.
+        topk_by: optional (N,) int64 segment of each box (e.g. its image in a batch), each
+            category lying within one segment: ``topk`` then applies to each segment.
 
     Returns:
         keep: (K,) int64 indices into the input; new_scores: (K,) decayed scores, dtype of
@@ -284,7 +286,12 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
 
     torchvision and Detectron2 only offer hard NMS, hence this implementation. Categories are
     laid out padded as (G, L) and the L sequential steps are each vectorised over all G
-    categories; the IoU of each pick is computed on the fly, (G, L) per step.
+    categories; the IoU of each pick is computed on the fly, (G, L) per step. With ``topk``,
+    the steps stop once no further pick can enter any segment's top ``topk``: a category's
+    picks come out in non-increasing score order and scores only decay, so a segment is
+    settled when ``topk`` of its picks score above every score still live in it. The result
+    is that of running every step (tested), at a fraction of the steps when candidates are
+    many and ``topk`` is small (a detector's 100 per image).
     """
     _validate_soft_nms(method, iou_threshold, sigma, min_score)
     dev = scores.device
@@ -298,6 +305,21 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
         return empty
     cat_ids, group = torch.unique(idxs[cand], return_inverse=True)
     n_groups = cat_ids.numel()
+    if topk == 0:
+        return empty
+    segment = None  # (G,) segment of each category, when topk applies per segment
+    if topk > 0 and topk_by is not None:
+        if topk_by.shape != idxs.shape:
+            raise ValueError(f"topk_by must have the shape of idxs {tuple(idxs.shape)}, "
+                             f"got {tuple(topk_by.shape)}")
+        seg_of_cand = topk_by[cand].to(torch.int64)
+        segment = torch.zeros(n_groups, dtype=torch.int64, device=dev).scatter_(
+            0, group, seg_of_cand)
+        if not bool((segment[group] == seg_of_cand).all()):
+            raise ValueError("topk_by: every category of idxs must lie within one segment")
+        _, segment = torch.unique(segment, return_inverse=True)
+    elif topk > 0:
+        segment = torch.zeros(n_groups, dtype=torch.int64, device=dev)
     order = torch.sort(group, stable=True).indices  # by category, then by input index
     counts = torch.bincount(group, minlength=n_groups)
     starts = torch.cumsum(counts, 0) - counts
@@ -324,9 +346,14 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
         best_score = cur.gather(1, best)
         picks.append(best)
         picked_scores.append(best_score)
-        # Stop once a step found no live box in any group (checked sparingly: host sync).
-        if step % 8 == 7 and not bool(torch.isfinite(best_score).any()):
-            break
+        # Stop once a step found no live box in any group, or once every segment's top-k is
+        # settled (checked sparingly: each check is a host sync).
+        if step % 8 == 7:
+            if not bool(torch.isfinite(best_score).any()):
+                break
+            if segment is not None and _topk_settled(
+                    torch.cat(picked_scores, dim=1), cur, best, segment, topk):
+                break
         cur = cur.scatter(1, best, float("-inf"))
 
         pb = feats.gather(1, best[..., None].expand(-1, -1, 5))  # (G, 1, 5)
@@ -355,6 +382,35 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
     keep, new_scores = keep[by_index], new_scores[by_index]
     by_score = torch.sort(new_scores, descending=True, stable=True).indices
     keep, new_scores = keep[by_score], new_scores[by_score]
-    if topk >= 0:
-        keep, new_scores = keep[:topk], new_scores[:topk]
+    if segment is not None:
+        # rank of each result inside its segment (results are sorted by score)
+        seg = segment[group[torch.searchsorted(cand, keep)]]
+        n_seg = int(segment.max()) + 1
+        order = torch.sort(seg, stable=True).indices
+        counts = torch.bincount(seg, minlength=n_seg)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=dev) - starts[seg[order]]
+        top = rank < topk
+        keep, new_scores = keep[top], new_scores[top]
     return keep, new_scores.to(scores.dtype)
+
+
+def _topk_settled(picked: Tensor, cur: Tensor, last: Tensor, segment: Tensor, topk: int) -> bool:
+    """Whether no further Soft-NMS pick can enter any segment's top ``topk``.
+
+    picked: (G, S) scores picked so far per category (-inf: none); cur: (G, L) current
+    scores, -inf for dead boxes, before the last pick ``last`` (G, 1) is marked dead;
+    segment: (G,) segment of each category. A segment is settled when it has no live box
+    left, or when ``topk`` of its picks score strictly above its highest live score (later
+    picks score at most that; strictly, so that ties cannot reorder).
+    """
+    live = cur.scatter(1, last, float("-inf")).amax(dim=1)  # (G,) best score still live
+    n_seg = int(segment.max()) + 1
+    neg_inf = torch.full((n_seg,), float("-inf"), dtype=live.dtype, device=live.device)
+    seg_live = neg_inf.scatter_reduce(0, segment, live, reduce="amax")
+    above = (picked > seg_live[segment][:, None]).sum(dim=1)
+    seg_above = torch.zeros(n_seg, dtype=above.dtype, device=above.device).index_add_(
+        0, segment, above)
+    settled = torch.isneginf(seg_live) | (seg_above >= topk)
+    return bool(settled.all())
