@@ -299,6 +299,57 @@ def test_resample_masks_mode(images):
         torch.testing.assert_close(t.pred_masks[:, 0], masks[order])
 
 
+@pytest.mark.parametrize("resample", [True, False])
+def test_repredict_min_score(resample, images):
+    """REPREDICT_MIN_SCORE: only detections scoring at least it get a second mask-head pass;
+    the others take the refined box with their vanilla mask resampled into it, or keep
+    their detector box and vanilla mask (RESAMPLE_MASKS False)."""
+    sd = build(tiny_cfg("TurboROIHeads")).state_dict()
+    for k in sd:  # softer class scores (the randomised ones saturate at 1.0): varied scores
+        if "cls_score" in k:
+            sd[k] = sd[k] * 0.02
+    m0 = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}), state_dict=sd)
+    vanilla, _, _, _ = _run_heads(m0, copy.deepcopy(images))
+    distinct = torch.cat([v.scores for v in vanilla]).unique()  # sorted
+    assert distinct.numel() >= 2
+    half = distinct.numel() // 2
+    thr = float(distinct[half - 1] + distinct[half]) / 2  # detections on both sides
+    full = build(tiny_cfg("TurboROIHeads"), state_dict=sd)
+    gated = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_MIN_SCORE": thr,
+                                                "MODEL.TURBO.RESAMPLE_MASKS": resample}),
+                  state_dict=sd)
+    assert gated.roi_heads.turbo.adaptive
+    rf, _, _, _ = _run_heads(full, copy.deepcopy(images))
+    rg, _, _, _ = _run_heads(gated, copy.deepcopy(images))
+    p = gated.roi_heads.turbo
+    n_high = n_low = 0
+    for v, f, g in zip(vanilla, rf, rg):
+        probs = v.pred_masks[:, 0]
+        m = ops.maskness(probs, p.maskness_thresh)
+        order = torch.sort(v.scores * (1 - p.maskness_weight + p.maskness_weight * m),
+                           descending=True, stable=True).indices
+        high = (v.scores >= thr)[order]
+        n_high, n_low = n_high + int(high.sum()), n_low + int((~high).sum())
+        torch.testing.assert_close(g.scores, f.scores)  # rescoring reads the vanilla masks
+        # high scorers: exactly the full re-prediction
+        torch.testing.assert_close(g.pred_boxes.tensor[high], f.pred_boxes.tensor[high])
+        torch.testing.assert_close(g.pred_masks[high], f.pred_masks[high])
+        # the others: refined box and resampled mask, or the detector's box and mask
+        boxes, _ = ops.mask_boxes(probs, v.pred_boxes.tensor, v.image_size, p.box_thresh)
+        if resample:
+            want_b, want_m = boxes, ops.resample_masks(probs, v.pred_boxes.tensor, boxes)
+        else:
+            want_b, want_m = v.pred_boxes.tensor, probs
+        torch.testing.assert_close(g.pred_boxes.tensor[~high], want_b[order][~high])
+        torch.testing.assert_close(g.pred_masks[~high, 0], want_m[order][~high])
+    assert n_high > 0 and n_low > 0
+
+
+def test_repredict_min_score_validation():
+    with pytest.raises(ValueError, match=r"MODEL.TURBO.REPREDICT_MIN_SCORE.*\[0, 1\]"):
+        build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_MIN_SCORE": 1.5}))
+
+
 def test_resample_masks_must_be_bool():
     with pytest.raises(ValueError, match="MODEL.TURBO.RESAMPLE_MASKS must be True or False"):
         build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.RESAMPLE_MASKS": "yes"}))

@@ -45,8 +45,13 @@ def add_turbo_config(cfg: CN) -> None:
     # and the box its mask was predicted in is below this, in [0, 1]; otherwise it keeps both.
     # 1.0 = re-predict every mask (published recipe). Cycles stop early when none moves.
     _C.MODEL.TURBO.REPREDICT_IOU = 1.0
-    # Detections whose mask is not re-predicted (REPREDICT_IOU < 1) still take their refined
-    # box, their mask resampled exactly into it (True); or keep the box it was predicted in.
+    # A detection's mask is re-predicted only when its detection score is at least this, in
+    # [0, 1]: low-scoring detections, which weigh little in AP, skip the second mask-head
+    # pass. 0.0 = no score condition (published recipe).
+    _C.MODEL.TURBO.REPREDICT_MIN_SCORE = 0.0
+    # Detections whose mask is not re-predicted (REPREDICT_IOU < 1 or REPREDICT_MIN_SCORE > 0)
+    # still take their refined box, their mask resampled into it (True); or keep the box
+    # their mask was predicted in (False).
     _C.MODEL.TURBO.RESAMPLE_MASKS = False
 
     _C.MODEL.TURBO.SOFT_NMS = CN()
@@ -75,6 +80,7 @@ class TurboParams:
     empty_mask: str = "keep"
     maskness_source: str = "first"
     repredict_iou: float = 1.0
+    repredict_min_score: float = 0.0
     resample_masks: bool = False
     soft_nms: bool = True
     soft_nms_method: str = "linear"
@@ -91,6 +97,7 @@ class TurboParams:
         for name in ("box_thresh", "maskness_thresh", "maskness_weight", "box_fusion"):
             _check_unit(key + name.upper(), getattr(self, name), auto_ok=True)
         _check_unit(key + "REPREDICT_IOU", self.repredict_iou)
+        _check_unit(key + "REPREDICT_MIN_SCORE", self.repredict_min_score)
         _check_unit(key + "SOFT_NMS.IOU_THRESH", self.soft_nms_iou_thresh)
         _check_unit(key + "SOFT_NMS.MIN_SCORE", self.soft_nms_min_score)
         sigma = self.soft_nms_sigma
@@ -109,6 +116,12 @@ class TurboParams:
     def active(self) -> bool:
         """Whether inference differs from the parent class at all."""
         return self.num_iters > 0 or self.soft_nms
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether cycles re-predict only some masks (``REPREDICT_IOU`` < 1 or
+        ``REPREDICT_MIN_SCORE`` > 0)."""
+        return self.repredict_iou < 1.0 or self.repredict_min_score > 0.0
 
     @classmethod
     def from_cfg(cls, cfg: CN, recipe: Mapping[str, float]) -> "TurboParams":
@@ -144,6 +157,7 @@ class TurboParams:
             empty_mask=t.EMPTY_MASK,
             maskness_source=t.MASKNESS_SOURCE,
             repredict_iou=t.REPREDICT_IOU,
+            repredict_min_score=t.REPREDICT_MIN_SCORE,
             resample_masks=t.RESAMPLE_MASKS,
             soft_nms=t.SOFT_NMS.ENABLED,
             soft_nms_method=t.SOFT_NMS.METHOD,

@@ -119,19 +119,14 @@ def soft_nms_detections(
         iou_threshold=params.soft_nms_iou_thresh,
         sigma=params.soft_nms_sigma,
         min_score=params.soft_nms_min_score,
+        topk=topk_per_image, topk_by=im,
     )
-    # ``keep`` is sorted by score over the whole batch; a stable sort by image keeps that order
-    # inside each image, and the rank inside its image cuts each to ``topk_per_image``.
+    # ``keep`` is sorted by score over the whole batch, at most ``topk_per_image`` per image;
+    # a stable sort by image keeps that order inside each image.
     im_kept = im[keep]
     by_image = torch.sort(im_kept, stable=True).indices
-    keep, kept_scores, im_kept = keep[by_image], kept_scores[by_image], im_kept[by_image]
+    keep, kept_scores = keep[by_image], kept_scores[by_image]
     counts = torch.bincount(im_kept, minlength=len(image_shapes))
-    if topk_per_image >= 0:
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(len(keep), device=keep.device) - starts[im_kept]
-        top = rank < topk_per_image
-        keep, kept_scores, im_kept = keep[top], kept_scores[top], im_kept[top]
-        counts = counts.clamp(max=topk_per_image)
     results = []
     sizes = counts.tolist()  # one host sync for the per-image split
     for shape, k, sc in zip(image_shapes, keep.split(sizes), kept_scores.split(sizes)):
@@ -203,13 +198,15 @@ def turbo_cycles(
         mask_box, found = mask_boxes(probs, boxes, image_hw, p.box_thresh)
         found_all &= found
         refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
-        if p.repredict_iou >= 1.0:
+        if not p.adaptive:
             # Every mask is re-predicted: no data-dependent shapes, no host sync.
             # Rows whose box did not move get the same mask back.
             boxes = refined
             probs = predict(boxes, classes, counts)
             continue
-        moved = _paired_iou(boxes, refined) < p.repredict_iou
+        moved = scores >= p.repredict_min_score
+        if p.repredict_iou < 1.0:
+            moved &= _paired_iou(boxes, refined) < p.repredict_iou
         # Adaptive re-prediction selects rows by value: the host waits once per cycle.
         moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
         if p.resample_masks:
