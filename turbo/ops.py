@@ -119,16 +119,18 @@ def _column_extent(probs: Tensor, c0: Tensor, c1: Tensor, r0: Tensor, r1: Tensor
     top = (i + 1).long()[..., None].expand(-1, -1, n_c + 2)
     v_top = padded.gather(1, top)
     v_bot = padded.gather(1, top + 1)
-    v = (1 - s) * v_top + s * v_bot  # (N, K, C + 2): row profiles over padded columns -1..C
+    v = torch.lerp(v_top, v_bot, s)  # (N, K, C + 2): row profiles over padded columns -1..C
 
     # Passing part of each column interval [j, j + 1], j = -1..C-1, on one candidate row: all,
     # none, or the part on one side of the threshold crossing j + (t - a) / (b - a). Every part
     # touches j or j + 1, so the union over the candidate rows is, per interval, a left piece
     # [j, j + reach] and a right piece [j + start, j + 1]: reduce over the rows first.
     a, b = v[..., :-1], v[..., 1:]
-    pass_a, pass_b = a >= threshold, b >= threshold
-    slope = b - a
-    cross = ((threshold - a) / torch.where(slope == 0, 1.0, slope)).clamp(0, 1)
+    passing = v >= threshold
+    pass_a, pass_b = passing[..., :-1], passing[..., 1:]
+    # The crossing is only read where exactly one end passes, so b != a there and it lies in
+    # [0, 1]; elsewhere it may be inf or NaN, never selected.
+    cross = (threshold - a) / (b - a)
     reach = torch.where(pass_a, torch.where(pass_b, 1.0, cross), -1.0).amax(dim=1)  # -1: none
     start = torch.where(pass_b, torch.where(pass_a, 0.0, cross), 2.0).amin(dim=1)  # 2: none
     j = torch.arange(-1, n_c, dtype=dt, device=dev)
