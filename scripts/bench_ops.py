@@ -7,10 +7,18 @@
    peak resident memory on CPU; ``max_memory_allocated`` on CUDA).
 2. ``turbo.ops.batched_soft_nms`` on ~2,000 candidates over 80 classes, against torchvision's
    hard ``batched_nms``, as a share of one end-to-end inference of Mask R-CNN R50-FPN at 800 px.
+   Soft-NMS is timed as the heads run it (top 100 kept, so its steps stop once the top 100
+   is settled) and with every step run.
 3. End to end, Mask R-CNN R50-FPN (80 classes) at 800x1333 with 100 detections per image:
    Turbo (1 cycle, full re-prediction) and Turbo with adaptive re-prediction against the
    baseline. Random weights (nothing can be downloaded here): the mask head's cost is the
    same as a trained one's, but every box moves, so adaptive re-prediction saves nothing there.
+4. The shapes reference Mask R-CNN (``checkpoints/``) on ``shapes_val`` with the score
+   threshold at 0, so that every image yields 100 detections: the baseline, Turbo + Soft-NMS
+   with full re-prediction, and the fast setting (``--fast``, config keys): latency ratios
+   and the share of full re-prediction's box and mask AP gain the fast setting keeps.
+5. Host syncs inside the turbo cycles (``turbo.eval.count_host_syncs``), default path and
+   the fast setting, on the shapes model.
 
 Every timing is a median over ``--repeats`` after warm-up, variants alternating.
 Usage: ``python scripts/bench_ops.py [--device cuda] [--repeats 7]``
@@ -187,13 +195,99 @@ def build_r50(device, num_iters, soft_nms, repredict_iou=1.0):
     return model
 
 
+# The fast setting of target 4 (README, "Cost of the parts"): one cycle, masks re-predicted
+# only for detections scoring at least REPREDICT_MIN_SCORE, the others resampled.
+FAST = ("REPREDICT_MIN_SCORE", "0.3", "RESAMPLE_MASKS", "True")
+
+
+def bench_shapes(device, fast, repeats, dataset="shapes_val"):
+    """Rows of targets 4 and 5 on the shapes reference Mask R-CNN at 100 detections per image."""
+    import dataclasses
+
+    from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from benchmark import load_model, parse_args
+    from turbo.config import TurboParams
+    from turbo.data import register_shapes, register_tiny_shapes
+    from turbo.eval import Variant, count_host_syncs, evaluate_variants, measure_latency
+
+    register_shapes()
+    register_tiny_shapes()
+    args = parse_args(["--score-thresh", "0", "--device", device])
+    cfg, model = load_model(args.config_file, args.weights, args)
+    base = model.roi_heads.turbo
+    fast_cfg = cfg.clone()
+    fast_cfg.defrost()
+    fast_cfg.MODEL.TURBO.merge_from_list(list(fast))
+    fast_params = TurboParams.from_cfg(fast_cfg, type(model.roi_heads).RECIPE)
+    fast_name = " ".join(f"{k} {v}" for k, v in zip(fast[::2], fast[1::2])) or "default"
+    r = dataclasses.replace
+    variants = [Variant("baseline", "m", r(base, num_iters=0, soft_nms=False)),
+                Variant("full", "m", r(base, num_iters=1, soft_nms=True, repredict_iou=1.0,
+                                       repredict_min_score=0.0)),
+                Variant("fast", "m", r(fast_params, num_iters=1, soft_nms=True))]
+    dicts = DatasetCatalog.get(dataset)
+    mapper = DatasetMapper(cfg, False)
+    print(f"shapes: evaluating 3 variants on {len(dicts)} images ...", flush=True)
+    res = evaluate_variants({"m": model}, variants,
+                            build_detection_test_loader(dicts, mapper=mapper, num_workers=0),
+                            dataset)
+    lat = measure_latency({"m": model}, variants, list(build_detection_test_loader(
+        dicts[:8], mapper=mapper, num_workers=0)), repeats=repeats)
+
+    def kept(task):
+        b, f, x = (res[k][task]["AP"] for k in ("baseline", "full", "fast"))
+        return (x - b) / (f - b) if f != b else float("nan")
+
+    def ap(k):
+        return f"{res[k]['bbox']['AP']:.2f} / {res[k]['segm']['AP']:.2f}"
+
+    dets = res["baseline"]["dets_per_image"]
+    rows = [
+        (f"{dataset} Mask R-CNN, {dets:.0f} dets/img: Turbo + Soft-NMS, full re-prediction / "
+         "baseline", f"{lat['full'] * 1e3:.0f} ms / {lat['baseline'] * 1e3:.0f} ms",
+         f"{lat['full'] / lat['baseline']:.3f}x latency"),
+        (f"shapes, fast ({fast_name}) / baseline",
+         f"{lat['fast'] * 1e3:.0f} ms / {lat['baseline'] * 1e3:.0f} ms",
+         f"{lat['fast'] / lat['baseline']:.3f}x latency (target <= 1.10x)"),
+        ("shapes box / mask AP: baseline, full, fast",
+         f"{ap('baseline')}, {ap('full')}, {ap('fast')}",
+         f"fast keeps {kept('bbox'):.0%} / {kept('segm'):.0%} of the gain (target >= 90%)"),
+    ]
+
+    # target 5: host syncs between the detection stage and the output
+    inputs = next(iter(build_detection_test_loader(dicts[:1], mapper=mapper, num_workers=0)))
+    counts = {}
+    rh = model.roi_heads
+    with torch.no_grad():
+        images = model.preprocess_image(inputs)
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        for v in variants[1:]:
+            rh.turbo = v.params
+            det = rh._detect(features, proposals)
+            with count_host_syncs(rh) as syncs:
+                rh._turbo_masks(features, det)
+            counts[v.name] = len(syncs)
+    rh.turbo = base
+    rows.append(("host syncs in the turbo cycles, 1 image: full / fast",
+                 f"{counts['full']} / {counts['fast']}",
+                 "target 0 on the default path (the fast path selects rows by value)"))
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--e2e-repeats", type=int, default=3)
     p.add_argument("--memory-child", choices=["turbo", "paste"], help=argparse.SUPPRESS)
-    p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--skip-e2e", action="store_true", help="leave out the R50-FPN rows")
+    p.add_argument("--skip-shapes", action="store_true", help="leave out the shapes rows")
+    p.add_argument("--shapes-dataset", default="shapes_val", help="dataset of the shapes rows")
+    p.add_argument("--fast", nargs="*", default=list(FAST),
+                   help="MODEL.TURBO overrides of the fast setting (KEY VALUE ...)")
     a = p.parse_args()
     if a.memory_child:
         return _memory_child(a.memory_child, a.device, 4000)
@@ -214,11 +308,16 @@ def main():
     from turbo.ops import batched_soft_nms
 
     boxes, scores, cls = (t.to(dev) for t in coco_like_candidates())
-    t_nms = timeit({"soft": lambda: batched_soft_nms(boxes, scores, cls, "linear", 0.5, 0.5, 1e-3),
-                    "hard": lambda: batched_nms(boxes, scores, cls, 0.5)}, dev, a.repeats)
-    rows.append((f"Soft-NMS, {len(boxes)} candidates / 80 classes: soft / hard NMS",
+    t_nms = timeit({
+        "soft": lambda: batched_soft_nms(boxes, scores, cls, "linear", 0.5, 0.5, 1e-3, topk=100),
+        "all": lambda: batched_soft_nms(boxes, scores, cls, "linear", 0.5, 0.5, 1e-3),
+        "hard": lambda: batched_nms(boxes, scores, cls, 0.5)}, dev, a.repeats)
+    rows.append((f"Soft-NMS, {len(boxes)} candidates / 80 classes, top 100: soft / hard NMS",
                  f"{t_nms['soft'] * 1e3:.2f} ms / {t_nms['hard'] * 1e3:.2f} ms",
                  f"{t_nms['soft'] / t_nms['hard']:.1f}x hard NMS"))
+    rows.append(("Soft-NMS, same candidates: top 100 / every step",
+                 f"{t_nms['soft'] * 1e3:.2f} ms / {t_nms['all'] * 1e3:.2f} ms",
+                 f"{t_nms['all'] / t_nms['soft']:.2f}x faster"))
 
     if not a.skip_e2e:
         g = torch.Generator().manual_seed(0)
@@ -246,6 +345,9 @@ def main():
         rows.append(("R50-FPN, adaptive (REPREDICT_IOU 0.9, no Soft-NMS) / baseline",
                      f"{t['adaptive'] * 1e3:.0f} ms / {t['baseline'] * 1e3:.0f} ms",
                      f"{t['adaptive'] / t['baseline']:.3f}x latency (random weights)"))
+
+    if not a.skip_shapes:
+        rows += bench_shapes(dev, a.fast, a.e2e_repeats, a.shapes_dataset)
 
     threads = f", {torch.get_num_threads()} threads" if dev == "cpu" else ""
     print(f"\ndevice: {dev}{threads}, medians of {a.repeats} (ops) / {a.e2e_repeats} (end to end)\n")

@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--cycles", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--repredict-iou", type=float, nargs="*", default=[0.9, 0.0],
                    help="adaptive re-prediction rows (MODEL.TURBO.REPREDICT_IOU values)")
+    p.add_argument("--repredict-min-score", type=float, nargs="*", default=[0.3],
+                   help="adaptive re-prediction rows (MODEL.TURBO.REPREDICT_MIN_SCORE values, "
+                        "others resampled)")
     p.add_argument("--score-thresh", type=float, default=None,
                    help="override MODEL.ROI_HEADS.SCORE_THRESH_TEST (e.g. 0 for 100 dets/img)")
     p.add_argument("--latency-images", type=int, default=8)
@@ -112,7 +115,7 @@ def plot(rows, results, latency, args, out_dir):
         mrows = [v for v in rows if v.model == model]
         by_cycles = {0: next(v for v in mrows if v.params.num_iters == 0 and v.params.soft_nms)}
         for v in mrows:
-            if v.params.soft_nms and v.params.repredict_iou >= 1.0 and v.params.num_iters > 0:
+            if v.params.soft_nms and not v.params.adaptive and v.params.num_iters > 0:
                 by_cycles[v.params.num_iters] = v
         xs = sorted(by_cycles)
         for task, style in (("bbox", "o-"), ("segm", "s--")):
@@ -156,7 +159,7 @@ def pictures(results, rows, dataset, dicts, out_dir, score=0.5):
              "stage0": next(v.name for v in rows if v.model == first and v.params.num_iters == 0
                             and v.params.soft_nms),
              "turbo": next(v.name for v in rows if v.model == first and v.params.num_iters == 1
-                           and v.params.soft_nms and v.params.repredict_iou >= 1.0)}
+                           and v.params.soft_nms and not v.params.adaptive)}
     meta = MetadataCatalog.get(dataset)
     gt = {d["file_name"]: d.get("annotations", []) for d in dicts}
     n = len(results[names["baseline"]]["outputs"])
@@ -212,8 +215,10 @@ def main(argv=None):
         prefix = "" if key == "Mask R-CNN" else f"{key}: "
         cycles = args.cycles if key == "Mask R-CNN" else [1]
         ious = args.repredict_iou if key == "Mask R-CNN" else []
+        min_scores = args.repredict_min_score if key == "Mask R-CNN" else []
         recipe = TurboParams(**type(model.roi_heads).RECIPE)  # the published thresholds
-        rows += standard_variants(model.roi_heads.turbo, key, cycles, ious, prefix, recipe)
+        rows += standard_variants(model.roi_heads.turbo, key, cycles, ious, prefix, recipe,
+                                  min_scores)
 
     dicts = DatasetCatalog.get(args.dataset)
     n_images = len(dicts) if args.max_images <= 0 else min(args.max_images, len(dicts))

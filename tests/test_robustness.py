@@ -1,14 +1,12 @@
 """Reliability and scale of the turbo heads on small real models: empty inputs, degenerate
 boxes and non-finite predictions, tiny and very large images, batches, class-agnostic masks,
 determinism, host syncs, and Detectron2's test-time augmentation (TTA)."""
-import contextlib
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.profiler import ProfilerActivity, profile, record_function
 
 from detectron2.modeling import BACKBONE_REGISTRY, GeneralizedRCNNWithTTA, build_backbone
 from detectron2.modeling.backbone import Backbone
@@ -16,6 +14,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 import turbo.heads
 from turbo import ops
+from turbo.eval import count_host_syncs
 from turbo.heads import TurboCascadeROIHeads, TurboROIHeads
 
 from conftest import build, make_images, tiny_cfg
@@ -425,71 +424,6 @@ def test_deterministic(head, repredict_iou):
 # ------------------------------------------------------------------------------------------
 # Host syncs
 # ------------------------------------------------------------------------------------------
-# Operators that make the host wait for the device (on CUDA): reading a value (item, bool),
-# outputs whose size depends on values (nonzero, boolean indexing, unique, masked_select,
-# repeat_interleave without output_size: all call one of these inside, which the profiler
-# records), bincount (reads the max), equal, and tensors made from host data (copied to the
-# device without non_blocking).
-_SYNC_OPS = {
-    "aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero",
-    "aten::nonzero_numpy", "aten::argwhere", "aten::masked_select", "aten::_unique",
-    "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
-    "aten::unique_dim_consecutive", "aten::bincount", "aten::equal", "aten::allclose",
-    "aten::lift_fresh",
-}
-# Tensor methods that read device memory on the host without an operator the profiler sees
-# on CPU tensors.
-_SYNC_METHODS = ("tolist", "numpy", "cpu")
-_MASK_HEAD = "turbo_test::mask_head"
-
-
-def _inside(event, name):
-    e = event.cpu_parent
-    while e is not None:
-        if e.name == name:
-            return True
-        e = e.cpu_parent
-    return False
-
-
-@contextlib.contextmanager
-def _host_syncs(roi_heads):
-    """Collects the host-sync calls made while the context is open, leaving out those made
-    inside the mask head (Detectron2's ``_forward_mask``: pooler and head)."""
-    found = []
-    depth = [0]
-    forward_mask = roi_heads._forward_mask
-
-    def mask_head(*args, **kwargs):
-        depth[0] += 1
-        try:
-            with record_function(_MASK_HEAD):
-                return forward_mask(*args, **kwargs)
-        finally:
-            depth[0] -= 1
-
-    def spy(name, method):
-        def wrapper(self, *args, **kwargs):
-            if depth[0] == 0:
-                found.append(f"Tensor.{name}")
-            return method(self, *args, **kwargs)
-        return wrapper
-
-    methods = {name: getattr(torch.Tensor, name) for name in _SYNC_METHODS}
-    roi_heads._forward_mask = mask_head
-    try:
-        for name, method in methods.items():
-            setattr(torch.Tensor, name, spy(name, method))
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            yield found
-    finally:
-        for name, method in methods.items():
-            setattr(torch.Tensor, name, method)
-        del roi_heads._forward_mask  # back to the class's method
-    found.extend(e.name for e in prof.events()
-                 if e.name in _SYNC_OPS and not _inside(e, _MASK_HEAD))
-
-
 @pytest.mark.parametrize("head", HEADS)
 def test_turbo_cycles_make_no_host_sync(head):
     """Default path (every mask re-predicted, empty masks kept): between the detection stage
@@ -500,7 +434,7 @@ def test_turbo_cycles_make_no_host_sync(head):
     rh = m.roi_heads
     with torch.no_grad():
         det = rh._detect(features, proposals)
-        with _host_syncs(rh) as syncs:
+        with count_host_syncs(rh) as syncs:
             out = rh._turbo_masks(features, det)
     assert sum(len(o) for o in out) > 0
     assert syncs == []
@@ -509,7 +443,7 @@ def test_turbo_cycles_make_no_host_sync(head):
     adaptive = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 3,
                                        "MODEL.TURBO.REPREDICT_IOU": 0.9}),
                      state_dict=m.state_dict())
-    with torch.no_grad(), _host_syncs(adaptive.roi_heads) as syncs:
+    with torch.no_grad(), count_host_syncs(adaptive.roi_heads) as syncs:
         adaptive.roi_heads._turbo_masks(features, det)
     assert "Tensor.tolist" in syncs and "aten::nonzero" in syncs
 

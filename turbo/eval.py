@@ -13,9 +13,10 @@ import io
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import GeneralizedRCNN
@@ -23,7 +24,8 @@ from detectron2.modeling import GeneralizedRCNN
 from .config import TurboParams
 from .heads import _TurboInference
 
-__all__ = ["Variant", "standard_variants", "evaluate_variants", "measure_latency"]
+__all__ = ["Variant", "standard_variants", "evaluate_variants", "measure_latency",
+           "count_host_syncs"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,12 @@ class Variant:
 
 def standard_variants(base: TurboParams, model: str, cycles: Sequence[int] = (1, 2, 3),
                       repredict_ious: Sequence[float] = (), prefix: str = "",
-                      recipe: Optional[TurboParams] = None) -> List[Variant]:
+                      recipe: Optional[TurboParams] = None,
+                      repredict_min_scores: Sequence[float] = ()) -> List[Variant]:
     """baseline, + Soft-NMS, + Turbo, + Turbo + Soft-NMS, then Turbo + Soft-NMS with each
-    number of ``cycles`` beyond 1, and with each adaptive ``REPREDICT_IOU`` (1 cycle; the
-    masks not re-predicted either keep their box or are resampled into the refined one).
+    number of ``cycles`` beyond 1, with each adaptive ``REPREDICT_IOU`` (1 cycle; the
+    masks not re-predicted either keep their box or are resampled into the refined one), and
+    with each ``REPREDICT_MIN_SCORE`` (1 cycle, the others resampled).
     ``recipe``: also a row with these (published) thresholds, where ``base`` differs."""
     r = dataclasses.replace
     rows = [
@@ -62,6 +66,11 @@ def standard_variants(base: TurboParams, model: str, cycles: Sequence[int] = (1,
             rows.append(Variant(f"{prefix}+ Turbo (re-predict IoU<{t:g}{how}) + Soft-NMS", model,
                                 r(base, num_iters=1, soft_nms=True, repredict_iou=t,
                                   resample_masks=resample)))
+    for t in repredict_min_scores:
+        rows.append(Variant(f"{prefix}+ Turbo (re-predict score>={t:g}, others resampled) "
+                            "+ Soft-NMS", model,
+                            r(base, num_iters=1, soft_nms=True, repredict_min_score=t,
+                              resample_masks=True)))
     return rows
 
 
@@ -160,3 +169,75 @@ def measure_latency(
                 sync()
                 times[v.name].append(time.perf_counter() - t0)
     return {k: statistics.median(t) for k, t in times.items()}
+
+
+# Operators that make the host wait for the device (on CUDA): reading a value (item, bool),
+# outputs whose size depends on values (nonzero, boolean indexing, unique, masked_select,
+# repeat_interleave without output_size: all call one of these inside, which the profiler
+# records), bincount (reads the max), equal, and tensors made from host data (copied to the
+# device without non_blocking).
+SYNC_OPS = frozenset({
+    "aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero",
+    "aten::nonzero_numpy", "aten::argwhere", "aten::masked_select", "aten::_unique",
+    "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
+    "aten::unique_dim_consecutive", "aten::bincount", "aten::equal", "aten::allclose",
+    "aten::lift_fresh",
+})
+# Tensor methods that read device memory on the host without an operator the profiler sees
+# on CPU tensors.
+_SYNC_METHODS = ("tolist", "numpy", "cpu")
+_MASK_HEAD = "turbo::mask_head"
+
+
+def _inside(event, name: str) -> bool:
+    e = event.cpu_parent
+    while e is not None:
+        if e.name == name:
+            return True
+        e = e.cpu_parent
+    return False
+
+
+@contextlib.contextmanager
+def count_host_syncs(roi_heads) -> Iterator[List[str]]:
+    """Collects the host-sync calls made while the context is open (a list of operator or
+    ``Tensor.<method>`` names, filled when the context closes), leaving out those made inside
+    the mask head (Detectron2's ``_forward_mask``: its pooler groups boxes by FPN level with
+    ``nonzero``). Works on CPU too: it records the calls that would make a CUDA host wait.
+
+    Not thread-safe: it patches ``torch.Tensor.tolist``/``numpy``/``cpu`` while open. The
+    profiler sees the operators; the patched methods see host reads of CPU tensors, which
+    call no operator.
+    """
+    found: List[str] = []
+    depth = [0]
+    forward_mask = roi_heads._forward_mask
+
+    def mask_head(*args, **kwargs):
+        depth[0] += 1
+        try:
+            with record_function(_MASK_HEAD):
+                return forward_mask(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+
+    def spy(name, method):
+        def wrapper(self, *args, **kwargs):
+            if depth[0] == 0:
+                found.append(f"Tensor.{name}")
+            return method(self, *args, **kwargs)
+        return wrapper
+
+    methods = {name: getattr(torch.Tensor, name) for name in _SYNC_METHODS}
+    roi_heads._forward_mask = mask_head
+    try:
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, spy(name, method))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            yield found
+    finally:
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, method)
+        del roi_heads._forward_mask  # back to the class's method
+    found.extend(e.name for e in prof.events()
+                 if e.name in SYNC_OPS and not _inside(e, _MASK_HEAD))
