@@ -305,11 +305,12 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
     cand = torch.nonzero(scores >= min_score).squeeze(1)  # ascending input index
     if cand.numel() == 0:
         return empty
-    cat_ids, group = torch.unique(idxs[cand], return_inverse=True)
-    n_groups = cat_ids.numel()
     if topk == 0:
         return empty
-    segment = None  # (G,) segment of each category, when topk applies per segment
+    cat_ids, group = torch.unique(idxs[cand], return_inverse=True)
+    n_groups = cat_ids.numel()
+    segment = None  # (G,) segment of each category, 0..n_seg-1, when topk applies per segment
+    n_seg = 1
     if topk > 0 and topk_by is not None:
         if topk_by.shape != idxs.shape:
             raise ValueError(f"topk_by must have the shape of idxs {tuple(idxs.shape)}, "
@@ -319,7 +320,8 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
             0, group, seg_of_cand)
         if not bool((segment[group] == seg_of_cand).all()):
             raise ValueError("topk_by: every category of idxs must lie within one segment")
-        _, segment = torch.unique(segment, return_inverse=True)
+        seg_ids, segment = torch.unique(segment, return_inverse=True)
+        n_seg = seg_ids.numel()
     elif topk > 0:
         segment = torch.zeros(n_groups, dtype=torch.int64, device=dev)
     order = torch.sort(group, stable=True).indices  # by category, then by input index
@@ -354,7 +356,7 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
             if not bool(torch.isfinite(best_score).any()):
                 break
             if segment is not None and _topk_settled(
-                    torch.cat(picked_scores, dim=1), cur, best, segment, topk):
+                    torch.cat(picked_scores, dim=1), cur, best, segment, n_seg, topk):
                 break
         cur = cur.scatter(1, best, float("-inf"))
 
@@ -387,7 +389,6 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
     if segment is not None:
         # rank of each result inside its segment (results are sorted by score)
         seg = segment[group[torch.searchsorted(cand, keep)]]
-        n_seg = int(segment.max()) + 1
         order = torch.sort(seg, stable=True).indices
         counts = torch.bincount(seg, minlength=n_seg)
         starts = torch.cumsum(counts, 0) - counts
@@ -398,17 +399,17 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
     return keep, new_scores.to(scores.dtype)
 
 
-def _topk_settled(picked: Tensor, cur: Tensor, last: Tensor, segment: Tensor, topk: int) -> bool:
+def _topk_settled(picked: Tensor, cur: Tensor, last: Tensor, segment: Tensor, n_seg: int,
+                  topk: int) -> bool:
     """Whether no further Soft-NMS pick can enter any segment's top ``topk``.
 
     picked: (G, S) scores picked so far per category (-inf: none); cur: (G, L) current
     scores, -inf for dead boxes, before the last pick ``last`` (G, 1) is marked dead;
-    segment: (G,) segment of each category. A segment is settled when it has no live box
+    segment: (G,) segment of each category, in 0..n_seg-1. A segment is settled when it has no live box
     left, or when ``topk`` of its picks score strictly above its highest live score (later
     picks score at most that; strictly, so that ties cannot reorder).
     """
     live = cur.scatter(1, last, float("-inf")).amax(dim=1)  # (G,) best score still live
-    n_seg = int(segment.max()) + 1
     neg_inf = torch.full((n_seg,), float("-inf"), dtype=live.dtype, device=live.device)
     seg_live = neg_inf.scatter_reduce(0, segment, live, reduce="amax")
     above = (picked > seg_live[segment][:, None]).sum(dim=1)
