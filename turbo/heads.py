@@ -44,6 +44,7 @@ from detectron2.modeling.roi_heads import (
     StandardROIHeads,
 )
 from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.logger import log_first_n
 
 from .config import TurboParams
@@ -138,21 +139,6 @@ def soft_nms_detections(
     return results
 
 
-def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of row i of ``a`` with row i of ``b``; both (N, 4) XYXY. 0 where the union is 0.
-
-    ``detectron2.structures.pairwise_iou`` gives the full (N, N) matrix; only its diagonal
-    is needed here, so it is computed directly in O(N).
-    """
-    lt = torch.max(a[:, :2], b[:, :2])
-    rb = torch.min(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
-
-
 def _per_row(values, counts: List[int], device: torch.device) -> Tensor:
     """(sum(counts),) int64: ``values[i]`` repeated ``counts[i]`` times.
 
@@ -206,8 +192,10 @@ def turbo_cycles(
             continue
         moved = scores >= p.repredict_min_score
         if p.repredict_iou < 1.0:
-            moved &= _paired_iou(boxes, refined) < p.repredict_iou
-        # Adaptive re-prediction selects rows by value: the host waits once per cycle.
+            # 0 / 0 (degenerate boxes) -> IoU 0: such rows count as moved
+            iou = torch.nan_to_num(matched_pairwise_iou(Boxes(boxes), Boxes(refined)), nan=0.0)
+            moved &= iou < p.repredict_iou
+        # Adaptive re-prediction selects rows by value: the host reads the device each cycle.
         moved_counts = torch.bincount(image_index[moved], minlength=len(counts)).tolist()
         if p.resample_masks:
             # the others take their refined box too, their mask resampled into it
