@@ -4,6 +4,7 @@
 Detectron2 itself is not on PyPI and must be installed first from its git repository
 (see README.md); it is therefore not listed in ``install_requires``.
 """
+
 from setuptools import find_packages, setup
 
 setup(

@@ -8,6 +8,7 @@ a float32 model as it is (``load_state_dict`` casts). Usage::
     python scripts/export_checkpoint.py output/shapes_mask_rcnn_R18_FPN/model_final.pth \
         checkpoints/shapes_mask_rcnn_R18_FPN.pth
 """
+
 import argparse
 import os
 

@@ -11,29 +11,26 @@ Without ``--out`` the split goes into the cache (``--root``, else $TURBO_DATASET
 ``turbo.data.register_shapes`` looks for it. With ``--out DIR`` it is written to
 ``DIR/<split>/`` and ``DIR/<split>.json`` directly.
 """
+
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from turbo import data as shapes  # noqa: E402
+from turbo import data as shapes
 
 
 def _preview(json_file: str, image_root: str, n: int, out_png: str, cols: int = 4) -> str:
-    from PIL import Image
-
     from detectron2.data import MetadataCatalog
     from detectron2.data.datasets import load_coco_json
     from detectron2.utils.visualizer import Visualizer
+    from PIL import Image
 
     with open(json_file) as f:
         num = len(json.load(f)["images"])
-    name = "_shapes_preview_%d" % os.getpid()
+    name = f"_shapes_preview_{os.getpid()}"
     meta = MetadataCatalog.get(name)
     meta.set(thing_classes=list(shapes.SHAPE_CLASSES))
     dicts = load_coco_json(json_file, image_root, name)[: min(n, num)]
@@ -52,25 +49,46 @@ def _preview(json_file: str, image_root: str, n: int, out_png: str, cols: int = 
     grid = np.full((rows * (h + 4), cols * (w + 4), 3), 255, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
-        grid[r * (h + 4): r * (h + 4) + h, c * (w + 4): c * (w + 4) + w] = t
+        grid[r * (h + 4) : r * (h + 4) + h, c * (w + 4) : c * (w + 4) + w] = t
     Image.fromarray(grid).save(out_png)
     return out_png
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=None, help="cache root (default: $TURBO_DATASETS or ~/.cache/turbo/datasets)")
-    p.add_argument("--out", default=None, help="write directly into this folder instead of the cache")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        help="cache root (default: $TURBO_DATASETS or ~/.cache/turbo/datasets)",
+    )
+    p.add_argument(
+        "--out", default=None, help="write directly into this folder instead of the cache"
+    )
     p.add_argument("--split", default="val")
-    p.add_argument("--num-images", type=int, default=shapes.VAL_IMAGES)
-    p.add_argument("--seed", type=int, default=shapes.VAL_SEED)
-    p.add_argument("--size", type=int, nargs="+", default=list(shapes.IMAGE_SIZE),
-                   help="image size: H W (or one number for square images)")
-    p.add_argument("--defaults", action="store_true",
-                   help="generate the registered default splits (train/val/tune) into the cache")
-    p.add_argument("--preview", type=int, default=0, metavar="N",
-                   help="also write a PNG grid of the first N images with masks overlaid")
+    _, val_images, val_seed, _ = shapes.DEFAULT_SPLITS["shapes_val"]
+    p.add_argument("--num-images", type=int, default=val_images)
+    p.add_argument("--seed", type=int, default=val_seed)
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        default=list(shapes.IMAGE_SIZE),
+        help="image size: H W (or one number for square images)",
+    )
+    p.add_argument(
+        "--defaults",
+        action="store_true",
+        help="generate the registered default splits (train/val/tune) into the cache",
+    )
+    p.add_argument(
+        "--preview",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write a PNG grid of the first N images with masks overlaid",
+    )
     p.add_argument("--preview-out", default=None, help="path of the preview PNG")
     args = p.parse_args(argv)
 
@@ -89,10 +107,14 @@ def main(argv=None):
             json_file, image_root = shapes.ensure_shapes(split, n, seed, sz, root=args.root)
         with open(json_file) as f:
             num_anns = len(json.load(f)["annotations"])
-        print(f"{split}: {n} images, {num_anns} instances, {sz[0]}x{sz[1]} "
-              f"-> {json_file} (images in {image_root}) [{time.time() - t0:.1f}s]")
+        print(
+            f"{split}: {n} images, {num_anns} instances, {sz[0]}x{sz[1]} "
+            f"-> {json_file} (images in {image_root}) [{time.time() - t0:.1f}s]"
+        )
         if args.preview:
-            out_png = args.preview_out or os.path.join(os.path.dirname(json_file), f"{split}_preview.png")
+            out_png = args.preview_out or os.path.join(
+                os.path.dirname(json_file), f"{split}_preview.png"
+            )
             print("preview:", _preview(json_file, image_root, args.preview, out_png))
 
 

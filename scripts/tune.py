@@ -1,78 +1,135 @@
 #!/usr/bin/env python
-"""Sweep Turbo's thresholds on a tuning split (never the reported one), one key at a time.
+"""Sweep Turbo's settings on a tuning split (never the reported one), one change at a time.
 
-Starting from the model's configured ``MODEL.TURBO`` values, each key in ``--sweep`` is varied
-over its grid with the others held, all variants evaluated in one pass over the images (shared
-backbone and RPN). Prints a table sorted by box AP + mask AP and writes it to ``--output``.
+All rows are evaluated in one pass over the images (shared backbone and proposals), each a
+change of ``--base`` (the published recipe, the package default, or the config's own
+parameters). Two grids: ``thresholds`` (the recipe keys and cycles) and ``mechanisms``
+(which masks are re-predicted, fusion of the earlier mask, sub-pixel boxes, Maskness source).
+Prints a table sorted by box AP + mask AP and writes it to ``--output``::
 
-    python scripts/tune.py --config-file configs/shapes/turbo_mask_rcnn_R18_FPN.yaml \
-        --weights checkpoints/shapes_mask_rcnn_R18_FPN.pth --dataset shapes_tune
+    python scripts/tune.py --config-file configs/shapes/turbo_mask_rcnn_R18_FPN.yaml \\
+        --weights checkpoints/shapes_mask_rcnn_R18_FPN.pth --dataset shapes_tune --grid mechanisms
 """
+
 import argparse
-import dataclasses
-import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import torch
 
-GRID = {
-    "box_thresh": [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5],
-    "maskness_thresh": [0.2, 0.35, 0.5, 0.65],
-    "maskness_weight": [0.0, 0.2, 0.35, 0.5, 0.75, 1.0],
-    "box_fusion": [0.0, 0.25, 0.5, 0.75],
-    "num_iters": [1, 2],
+GRIDS = {
+    "thresholds": {
+        "box_thresh": [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5],
+        "maskness_thresh": [0.2, 0.35, 0.5, 0.65],
+        "maskness_weight": [0.0, 0.2, 0.35, 0.5, 0.75, 1.0],
+        "box_fusion": [0.0, 0.25, 0.5, 0.75],
+        "num_iters": [1, 2],
+    },
+    "mechanisms": {
+        "repredict_topk": [5, 10, 20, 40],
+        "repredict_min_score": [0.1, 0.3, 0.5],
+        "repredict_iou": [0.8, 0.9, 0.95],
+        "resample_masks": [True, False],
+        "mask_fusion": [0.25, 0.4, 0.5, 0.6, 0.75],
+        "subpixel_boxes": [True, False],
+        "maskness_source": ["first", "last"],
+        "num_iters": [1, 2],
+    },
 }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--config-file", required=True)
-    p.add_argument("--weights", default="")
+    p.add_argument("--weights", default="", help='"" keeps the config\'s weights')
     p.add_argument("--dataset", default="shapes_tune")
     p.add_argument("--max-images", type=int, default=0)
-    p.add_argument("--sweep", nargs="+", default=list(GRID), choices=list(GRID))
+    p.add_argument("--grid", choices=list(GRIDS), default="thresholds")
+    p.add_argument(
+        "--sweep", nargs="+", default=None, help="keys of the grid to sweep (default: all of them)"
+    )
+    p.add_argument("--base", choices=["published", "default", "config"], default="config")
+    p.add_argument(
+        "--pairs",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE,KEY=VALUE",
+        help="extra rows, each a comma-separated set of changes of the base",
+    )
+    p.add_argument("--score-thresh", type=float, default=None)
     p.add_argument("--output", default="")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("opts", nargs=argparse.REMAINDER)
-    a = p.parse_args()
+    return p.parse_args(argv)
 
-    from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
 
-    from benchmark import load_model
-    from turbo.data import register_shapes
-    from turbo.eval import Variant, evaluate_variants
+def _value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(text, text)
 
-    register_shapes()
-    a.score_thresh = None
-    cfg, model = load_model(a.config_file, a.weights, a)
-    base = model.roi_heads.turbo
-    rows = [Variant("baseline (no Soft-NMS, no Turbo)", "m",
-                    dataclasses.replace(base, num_iters=0, soft_nms=False)),
-            Variant("Soft-NMS only", "m", dataclasses.replace(base, num_iters=0)),
-            Variant("configured", "m", base)]
-    for key in a.sweep:
-        for value in GRID[key]:
-            if getattr(base, key) != value:
-                rows.append(Variant(f"{key}={value}", "m", dataclasses.replace(base, **{key: value})))
+
+def main(argv=None):
+    a = parse_args(argv)
+    from detectron2.data import DatasetCatalog
+
+    from turbo.config import PUBLISHED, TurboParams
+    from turbo.engine import register_datasets
+    from turbo.evaluation import evaluate_variants
+    from turbo.models import inference_loader, load_model, set_score_thresh
+    from turbo.progress import Progress
+    from turbo.variants import Variant, sweep_variants
+
+    register_datasets()
+    cfg, model = load_model(a.config_file, a.weights or None, a.device, a.opts)
+    if a.score_thresh is not None:
+        set_score_thresh(model, a.score_thresh)
+    heads = model.roi_heads
+    recipe = heads.recipe()
+    base = {
+        "published": PUBLISHED.resolved(recipe),
+        "default": TurboParams().resolved(recipe),
+        "config": heads.turbo,
+    }[a.base]
+    off = {"enabled": False}
+    rows = [
+        Variant("baseline (no Soft-NMS, no Turbo)", "m", base.replace(num_iters=0, soft_nms=off)),
+        Variant("Soft-NMS only", "m", base.replace(num_iters=0)),
+        Variant(f"{a.base}", "m", base),
+    ]
+    grid = GRIDS[a.grid]
+    for key in a.sweep or list(grid):
+        rows += sweep_variants("m", base, [{key: v} for v in grid[key]], label=f"{a.base}, ")
+    for pair in a.pairs:
+        change = dict((k, _value(v)) for k, v in (kv.split("=") for kv in pair.split(",")))
+        rows += sweep_variants("m", base, [change], label=f"{a.base}, ")
+    rows = list({v.params: v for v in reversed(rows)}.values())[::-1]  # one row per setting
     dicts = DatasetCatalog.get(a.dataset)
     if a.max_images > 0:
         dicts = dicts[: a.max_images]
-    loader = build_detection_test_loader(dicts, mapper=DatasetMapper(cfg, False), num_workers=0)
     t0 = time.perf_counter()
     print(f"{len(rows)} variants on {len(dicts)} images of {a.dataset}", flush=True)
-    res = evaluate_variants({"m": model}, rows, loader, a.dataset,
-                            lambda n: n % 50 == 0 and print(f"  {n} images, "
-                                                            f"{time.perf_counter() - t0:.0f} s",
-                                                            flush=True))
+    res = evaluate_variants(
+        {"m": model}, rows, inference_loader(cfg, dicts), a.dataset, Progress("tune", len(dicts))
+    )
     order = sorted(rows, key=lambda v: -(res[v.name]["bbox"]["AP"] + res[v.name]["segm"]["AP"]))
     lines = ["| variant | box AP | mask AP | sum |", "|---|---|---|---|"]
     for v in order:
         b, s = res[v.name]["bbox"]["AP"], res[v.name]["segm"]["AP"]
         lines.append(f"| {v.name} | {b:.2f} | {s:.2f} | {b + s:.2f} |")
-    text = f"{a.config_file} on {a.dataset} ({len(dicts)} images)\n\n" + "\n".join(lines)
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    text = (
+        f"`python scripts/tune.py {command}`\n\n"
+        f"{a.config_file} on {a.dataset} ({len(dicts)} images, "
+        f"{time.perf_counter() - t0:.0f} s)\n\n" + "\n".join(lines)
+    )
     print(text)
     if a.output:
         with open(a.output, "w") as f:

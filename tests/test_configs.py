@@ -1,30 +1,30 @@
 """Every shipped config loads with only the installed detectron2 package (no source checkout)
 and builds its model with the turbo heads; the shipped checkpoints load through Detectron2's
 own checkpointer and predict sensibly."""
+
 import glob
 import os
 
 import pytest
 import torch
-
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
-from turbo import TurboCascadeROIHeads, TurboROIHeads, add_turbo_config
+from turbo import TurboCascadeROIHeads, TurboROIHeads
+from turbo.config import get_turbo_cfg
 from turbo.data import register_shapes
+from turbo.testing import CONFIGS
 
-from conftest import CONFIGS, ROOT
+ROOT = os.path.dirname(CONFIGS)
 
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 
 
 def _cfg(path):
-    cfg = get_cfg()
-    add_turbo_config(cfg)
+    cfg = get_turbo_cfg()
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
     return cfg
@@ -62,8 +62,15 @@ def test_shipped_checkpoint_predicts(config, weights):
     d = DatasetCatalog.get("shapes_val")[0]
     inst = predictor(read_image(d["file_name"], format="BGR"))["instances"]
     inst = inst[inst.scores > 0.5]
-    gt = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                             for a in d["annotations"]], dtype=torch.float32))
+    gt = Boxes(
+        torch.tensor(
+            [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                for a in d["annotations"]
+            ],
+            dtype=torch.float32,
+        )
+    )
     # a trained model finds most objects of a validation image
     best = pairwise_iou(gt, inst.pred_boxes).max(dim=1).values
     assert (best > 0.5).float().mean() > 0.5, best

@@ -1,4 +1,5 @@
 """Tests of the synthetic shapes dataset (turbo/data.py)."""
+
 import filecmp
 import json
 import os
@@ -12,6 +13,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from turbo import data as shapes
+from turbo.data.shapes import MIN_VISIBLE_PIXELS
 
 SIZE = (64, 96)
 
@@ -65,7 +67,7 @@ def test_coco_content(sample):
             m = coco.annToMask(ann).astype(bool)
             assert m.shape == SIZE
             area = int(m.sum())
-            assert area >= shapes.MIN_VISIBLE_PIXELS
+            assert area >= MIN_VISIBLE_PIXELS
             assert area == ann["area"] == int(mask_util.area(ann["segmentation"]))
             ys, xs = np.nonzero(m)
             tight = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
@@ -123,7 +125,10 @@ def test_registration(tmp_path):
             n += 1
     assert n > 0
     # idempotent: re-registering (even with other arguments) keeps the first registration
-    assert shapes.register_tiny_shapes(str(tmp_path / "other"), name=name, num_images=3, seed=11) == json_file
+    assert (
+        shapes.register_tiny_shapes(str(tmp_path / "other"), name=name, num_images=3, seed=11)
+        == json_file
+    )
     assert len(DatasetCatalog.get(name)) == 3
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -140,7 +145,7 @@ def test_default_registration_and_env_root(tmp_path, monkeypatch):
     assert set(registered) == {"shapes_train", "shapes_val", "shapes_tune"}
     for name, jf in registered.items():
         assert MetadataCatalog.get(name).json_file == jf
-        assert "%dx%d" % shapes.IMAGE_SIZE in jf
+        assert "{}x{}".format(*shapes.IMAGE_SIZE) in jf
     assert shapes.register_shapes() == registered  # idempotent, no regeneration
     for name in added:  # do not leak tmp-rooted registrations into other tests
         DatasetCatalog.remove(name)
@@ -174,8 +179,12 @@ def test_cache_concurrent_generation(tmp_path):
     assert len(os.listdir(image_root)) == 3
     assert len(json.load(open(json_file))["images"]) == 3
     # only the final folder and its lock file remain: no leftover temporaries
-    assert sorted(os.listdir(root)) == sorted([os.path.basename(os.path.dirname(json_file)),
-                                               os.path.basename(os.path.dirname(json_file)) + ".lock"])
+    assert sorted(os.listdir(root)) == sorted(
+        [
+            os.path.basename(os.path.dirname(json_file)),
+            os.path.basename(os.path.dirname(json_file)) + ".lock",
+        ]
+    )
     # a changed parameter gives a different folder
     assert shapes.split_dir("c", 3, 10, SIZE, root) != os.path.dirname(json_file)
 

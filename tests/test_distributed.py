@@ -2,6 +2,7 @@
 through ``detectron2.engine.launch`` on CPU (gloo), run as real subprocesses. Two processes
 on one machine, and two single-process "machines" on loopback, must give exactly the
 detections and the box / mask AP of one process, with and without test-time augmentation."""
+
 import inspect
 import json
 import os
@@ -15,21 +16,21 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
-
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 
-from turbo import add_turbo_config
+from turbo.config import get_turbo_cfg
 from turbo.data import ensure_shapes, register_tiny_shapes
+from turbo.testing import CONFIGS, build
 
-from conftest import CONFIGS, ROOT, build
-
+ROOT = os.path.dirname(CONFIGS)
 
 
 def test_gloo_backend_available():
     """Multi-process evaluation on CPU needs torch.distributed's gloo backend: fail, not skip."""
     assert dist.is_available() and dist.is_gloo_available(), (
-        "this torch build has no gloo backend for torch.distributed")
+        "this torch build has no gloo backend for torch.distributed"
+    )
+
 
 TRAIN_NET = os.path.join(ROOT, "projects", "turbo", "train_net.py")
 CONFIG = os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.yaml")
@@ -47,8 +48,7 @@ def _checkpoint(path: str) -> str:
     """Random weights, made informative enough for a non-zero AP on the tiny shapes: the
     proposals are the anchors (zero RPN deltas), the boxes are the proposals (zero box
     deltas), every class is equally likely and the masks are mostly foreground."""
-    cfg = get_cfg()
-    add_turbo_config(cfg)
+    cfg = get_turbo_cfg()
     cfg.merge_from_file(CONFIG)
     cfg.MODEL.DEVICE = "cpu"
     model = build(cfg)
@@ -60,7 +60,8 @@ def _checkpoint(path: str) -> str:
                 p.mul_(0.1) if p.dim() > 1 else p.add_(2.0)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     DetectionCheckpointer(model, save_dir=os.path.dirname(path)).save(
-        os.path.splitext(os.path.basename(path))[0])
+        os.path.splitext(os.path.basename(path))[0]
+    )
     return path
 
 
@@ -72,32 +73,46 @@ def spec(tmp_path_factory):
     # that the workers find it on disk instead of racing to make it.
     defaults = {k: v.default for k, v in inspect.signature(register_tiny_shapes).parameters.items()}
     assert defaults["name"] == DATASET
-    ensure_shapes(DATASET, defaults["num_images"], defaults["seed"], defaults["image_size"],
-                  root=str(data))
+    ensure_shapes(
+        DATASET, defaults["num_images"], defaults["seed"], defaults["image_size"], root=str(data)
+    )
     env = dict(os.environ)
-    env.update({
-        "TURBO_DATASETS": str(data),
-        # launch() picks NCCL whenever CUDA is visible; these runs are about CPU / gloo
-        "CUDA_VISIBLE_DEVICES": "",
-        # the same arithmetic in every process, and no oversubscribed cores
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "TURBO_DATASETS": str(data),
+            # launch() picks NCCL whenever CUDA is visible; these runs are about CPU / gloo
+            "CUDA_VISIBLE_DEVICES": "",
+            # the same arithmetic in every process, and no oversubscribed cores
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     weights = _checkpoint(str(root / "weights" / "model.pth"))
     opts = [
-        "MODEL.DEVICE", "cpu",
-        "MODEL.WEIGHTS", weights,
-        "DATASETS.TEST", f"('{DATASET}',)",
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        weights,
+        "DATASETS.TEST",
+        f"('{DATASET}',)",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
         # anchors of the tiny objects' sizes (in the 4x upscaled test images)
-        "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [48], [64], [96]]",
-        "TEST.AUG.ENABLED", "True",
-        "TEST.AUG.MIN_SIZES", "(192, 256)",
-        "TEST.AUG.MAX_SIZE", "512",
-        "TEST.AUG.FLIP", "True",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SEED", "7",
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        "[[32], [48], [64], [96]]",
+        "TEST.AUG.ENABLED",
+        "True",
+        "TEST.AUG.MIN_SIZES",
+        "(192, 256)",
+        "TEST.AUG.MAX_SIZE",
+        "512",
+        "TEST.AUG.FLIP",
+        "True",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SEED",
+        "7",
     ]
     return {"root": root, "env": env, "opts": opts}
 
@@ -108,11 +123,22 @@ def _start(spec, name, flags, opts=()):
     out = spec["root"] / name
     out.mkdir()
     log = out / "stdout.txt"
-    cmd = ([sys.executable, TRAIN_NET, "--config-file", CONFIG, "--eval-only"] + flags
-           + spec["opts"] + list(opts) + ["OUTPUT_DIR", str(out)])
+    cmd = (
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--eval-only"]
+        + flags
+        + spec["opts"]
+        + list(opts)
+        + ["OUTPUT_DIR", str(out)]
+    )
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=spec["env"], stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=spec["env"],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, out, log
 
 
@@ -150,10 +176,10 @@ def _results(out, tta=True):
     segm, then those under TTA) as printed (strings, so that "nan" == "nan"), and the
     detections of each evaluation (results json), sorted."""
     log = (out / "log.txt").read_text()
-    blocks = re.findall(r"copypaste: Task: (\w+)\n.*copypaste: ([\w,]+)\n.*copypaste: ([\d.,na]+)",
-                        log)
-    aps = [(task, dict(zip(keys.split(","), values.split(","))))
-           for task, keys, values in blocks]
+    blocks = re.findall(
+        r"copypaste: Task: (\w+)\n.*copypaste: ([\w,]+)\n.*copypaste: ([\d.,na]+)", log
+    )
+    aps = [(task, dict(zip(keys.split(","), values.split(",")))) for task, keys, values in blocks]
     dets = {}
     for folder in ("inference", "inference_TTA") if tta else ("inference",):
         with open(out / folder / DATASET / "coco_instances_results.json") as f:
@@ -188,10 +214,24 @@ def test_two_machines_equal_one(spec, one_process):
     """Two launches, one process each, meeting at rank 0's address like two machines would
     (without TTA: the test above covers it, and this keeps the run short)."""
     url = f"tcp://127.0.0.1:{_free_port()}"
-    runs = [_start(spec, f"machine{rank}",
-                   ["--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(rank),
-                    "--dist-url", url], ["TEST.AUG.ENABLED", "False"])
-            for rank in (0, 1)]
+    runs = [
+        _start(
+            spec,
+            f"machine{rank}",
+            [
+                "--num-gpus",
+                "1",
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                str(rank),
+                "--dist-url",
+                url,
+            ],
+            ["TEST.AUG.ENABLED", "False"],
+        )
+        for rank in (0, 1)
+    ]
     _wait(runs)
     assert (runs[1][1] / "log.txt.rank1").is_file()
     aps, dets = _results(runs[0][1], tta=False)

@@ -1,43 +1,34 @@
 """The user-facing entry points on a real (small, random) model: DefaultPredictor and
 ``projects/turbo/train_net.py --eval-only`` with COCOEvaluator on a registered dataset."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_util
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor, default_argument_parser
+from pycocotools import mask as mask_util
 
+from turbo.config import get_turbo_cfg
 from turbo.data import register_tiny_shapes
-
-from conftest import CONFIGS, build, tiny_cfg
+from turbo.testing import CONFIGS, assert_pasted_masks_inside_boxes, build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
-TURBO = {"on": {"MODEL.TURBO.NUM_ITERS": 1},
-         "off": {"MODEL.TURBO.NUM_ITERS": 0, "MODEL.TURBO.SOFT_NMS.ENABLED": False}}
+TURBO = {
+    "on": {"MODEL.TURBO.NUM_ITERS": 1},
+    "off": {"MODEL.TURBO.NUM_ITERS": 0, "MODEL.TURBO.SOFT_NMS.ENABLED": False},
+}
 
 
 def _checkpoint(cfg, path):
     model = build(cfg)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     DetectionCheckpointer(model, save_dir=os.path.dirname(path)).save(
-        os.path.splitext(os.path.basename(path))[0])
+        os.path.splitext(os.path.basename(path))[0]
+    )
     return path
-
-
-def _masks_inside_boxes(masks, boxes):
-    """Pasted foreground lies in its box, give or take the half mask cell the paste may spill."""
-    for m, b in zip(masks, boxes):
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        if len(xs) == 0:
-            continue
-        slack_x = (b[2] - b[0]) / 28 + 1
-        slack_y = (b[3] - b[1]) / 28 + 1
-        assert xs.min() >= b[0] - slack_x and xs.max() + 1 <= b[2] + slack_x
-        assert ys.min() >= b[1] - slack_y and ys.max() + 1 <= b[3] + slack_y
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -58,37 +49,51 @@ def test_default_predictor(head, mode, tmp_path):
     assert torch.all(b[:, 1] >= 0) and torch.all(b[:, 3] <= 70)
     assert torch.all(b[:, 2] >= b[:, 0]) and torch.all(b[:, 3] >= b[:, 1])
     assert inst.has("maskness") == (mode == "on")
-    _masks_inside_boxes(inst.pred_masks, b)
+    assert_pasted_masks_inside_boxes(inst.pred_masks, b)
 
 
-def _run_train_net(args_list):
-    import train_net  # projects/turbo, on sys.path through conftest
-
+def _run_train_net(entry_point, args_list):
     args = default_argument_parser().parse_args(args_list)
-    return train_net.main(args)
+    return entry_point("train_net").main(args)
 
 
 @pytest.mark.parametrize("head", HEADS)
-def test_train_net_eval_only(head, tmp_path, monkeypatch):
+def test_train_net_eval_only(head, tmp_path, monkeypatch, entry_point):
     monkeypatch.setenv("TURBO_DATASETS", str(tmp_path / "data"))
     register_tiny_shapes(eager=True)
-    cfg_file = os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.yaml" if head ==
-                            "TurboROIHeads" else "turbo_cascade_mask_rcnn_R18_FPN.yaml")
-    from detectron2.config import get_cfg
-    from turbo import add_turbo_config
-
-    cfg = get_cfg()
-    add_turbo_config(cfg)
+    cfg_file = os.path.join(
+        CONFIGS,
+        "shapes",
+        "turbo_mask_rcnn_R18_FPN.yaml"
+        if head == "TurboROIHeads"
+        else "turbo_cascade_mask_rcnn_R18_FPN.yaml",
+    )
+    cfg = get_turbo_cfg()
     cfg.merge_from_file(cfg_file)
     cfg.MODEL.DEVICE = "cpu"
     weights = _checkpoint(cfg, str(tmp_path / "w" / "model.pth"))
     for mode, opts in TURBO.items():
         out = tmp_path / mode
         extra = [x for kv in opts.items() for x in (kv[0], str(kv[1]))]
-        res = _run_train_net(["--config-file", cfg_file, "--eval-only", "MODEL.DEVICE", "cpu",
-                              "MODEL.WEIGHTS", weights, "DATASETS.TEST", "('shapes_tiny',)",
-                              "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-                              "OUTPUT_DIR", str(out)] + extra)
+        res = _run_train_net(
+            entry_point,
+            [
+                "--config-file",
+                cfg_file,
+                "--eval-only",
+                "MODEL.DEVICE",
+                "cpu",
+                "MODEL.WEIGHTS",
+                weights,
+                "DATASETS.TEST",
+                "('shapes_tiny',)",
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                "0.0",
+                "OUTPUT_DIR",
+                str(out),
+            ]
+            + extra,
+        )
         assert set(res) == {"bbox", "segm"}
         for task in ("bbox", "segm"):
             assert {"AP", "AP50", "AP75"} <= set(res[task])
@@ -104,13 +109,13 @@ def test_train_net_eval_only(head, tmp_path, monkeypatch):
             assert m.shape == (64, 96)
 
 
-def test_same_command_without_cuda(tmp_path):
+def test_same_command_without_cuda(tmp_path, entry_point):
     """The shapes configs leave MODEL.DEVICE at Detectron2's default ("cuda"): train_net runs
     them on CPU where CUDA is missing, so one command serves both machines."""
-    import train_net
-
+    train_net = entry_point("train_net")
     cfg_file = os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.yaml")
     args = default_argument_parser().parse_args(
-        ["--config-file", cfg_file, "OUTPUT_DIR", str(tmp_path)])
+        ["--config-file", cfg_file, "OUTPUT_DIR", str(tmp_path)]
+    )
     cfg = train_net.setup(args)
     assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")

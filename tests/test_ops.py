@@ -3,6 +3,7 @@
 References are Detectron2's own paste (``paste_masks_in_image`` + ``BitMasks``), torchvision's
 ``batched_nms`` and a plain sequential Soft-NMS written below.
 """
+
 import math
 from typing import List, Tuple
 
@@ -12,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import Tensor
 from detectron2.layers.mask_ops import paste_masks_in_image
 from detectron2.structures import BitMasks
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from turbo.ops import batched_soft_nms, mask_boxes, maskness, resample_masks
 
@@ -26,6 +27,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # --------------------------------------------------------------------------------------------
 # maskness
 # --------------------------------------------------------------------------------------------
+
 
 def test_maskness_hand_values():
     m = torch.zeros(3, 2, 2)
@@ -85,14 +87,13 @@ def test_maskness_in_unit_interval(seed: int, n: int, t: float):
 # of the 1-D passing ranges of p (and the y extent the same over mask columns).
 # --------------------------------------------------------------------------------------------
 
+
 def _pattern(rows: List[str], on: float = 1.0) -> Tensor:
     return torch.tensor([[on if c == "#" else 0.0 for c in r] for r in rows])
 
 
-
 def _run1(mask: Tensor, box, image_size, t: float) -> Tuple[List[float], bool]:
-    refined, found = mask_boxes(mask[None], torch.tensor([box], dtype=torch.float32),
-                                image_size, t)
+    refined, found = mask_boxes(mask[None], torch.tensor([box], dtype=torch.float32), image_size, t)
     return refined[0].tolist(), bool(found[0])
 
 
@@ -150,8 +151,9 @@ def test_mask_boxes_l_shape():
     ell = _pattern(["#...", "#...", "#...", "###."])
     assert _run1(ell, [8.5, 8.5, 24.5, 24.5], (32, 32), 0.6) == ([9.0, 9.0, 20.0, 24.0], True)
     # The (N, 1, M, M) layout gives the same answer.
-    refined, found = mask_boxes(ell[None, None], torch.tensor([[8.5, 8.5, 24.5, 24.5]]),
-                                (32, 32), 0.6)
+    refined, found = mask_boxes(
+        ell[None, None], torch.tensor([[8.5, 8.5, 24.5, 24.5]]), (32, 32), 0.6
+    )
     assert refined.tolist() == [[9.0, 9.0, 20.0, 24.0]] and found.tolist() == [True]
 
 
@@ -192,9 +194,13 @@ def test_mask_boxes_box_partly_outside_image():
 
 def test_mask_boxes_degenerate_boxes():
     ones = torch.ones(3, 4, 4)
-    boxes = torch.tensor([[5.0, 5.0, 5.0, 10.0],  # zero width
-                          [5.0, 9.0, 12.0, 3.0],  # negative height
-                          [float("nan"), 0.0, 4.0, 4.0]])
+    boxes = torch.tensor(
+        [
+            [5.0, 5.0, 5.0, 10.0],  # zero width
+            [5.0, 9.0, 12.0, 3.0],  # negative height
+            [float("nan"), 0.0, 4.0, 4.0],
+        ]
+    )
     refined, found = mask_boxes(ones, boxes, (20, 20), 0.5)
     assert found.tolist() == [False, False, False]
     torch.testing.assert_close(refined, boxes, equal_nan=True)
@@ -202,9 +208,13 @@ def test_mask_boxes_degenerate_boxes():
 
 def test_mask_boxes_nonpositive_threshold_is_clipped_box_extent():
     ones = torch.zeros(3, 4, 4)
-    boxes = torch.tensor([[2.3, 3.7, 10.2, 50.0],
-                          [-5.0, -5.0, -1.0, -1.0],  # outside the image
-                          [1.0, 1.0, 1.0, 2.0]])  # degenerate
+    boxes = torch.tensor(
+        [
+            [2.3, 3.7, 10.2, 50.0],
+            [-5.0, -5.0, -1.0, -1.0],  # outside the image
+            [1.0, 1.0, 1.0, 2.0],
+        ]
+    )  # degenerate
     refined, found = mask_boxes(ones, boxes, (40, 30), 0.0)
     assert found.tolist() == [True, False, False]
     assert refined[0].tolist() == [2.0, 3.0, 11.0, 40.0]
@@ -216,8 +226,9 @@ def test_mask_boxes_cost_independent_of_image_size():
     # M = 4 mask, t = 0.5: p = -0.5 at x = x0 - 0.5 and p = 3.5 at x = x1 - 0.5, so the tight box
     # is the (integer) input box itself.
     box = [1000.0, 2000.0, 401000.0, 402000.0]
-    refined, found = mask_boxes(torch.ones(1, 4, 4), torch.tensor([box], dtype=torch.float64),
-                                (10**6, 10**6), 0.5)
+    refined, found = mask_boxes(
+        torch.ones(1, 4, 4), torch.tensor([box], dtype=torch.float64), (10**6, 10**6), 0.5
+    )
     assert refined.dtype == torch.float64
     assert refined[0].tolist() == box and found.tolist() == [True]
 
@@ -231,8 +242,10 @@ def test_mask_boxes_empty_input():
 # mask_boxes vs Detectron2's paste
 # --------------------------------------------------------------------------------------------
 
-def reference_mask_boxes(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int],
-                         threshold: float) -> Tuple[Tensor, Tensor]:
+
+def reference_mask_boxes(
+    masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], threshold: float
+) -> Tuple[Tensor, Tensor]:
     """Tight boxes of Detectron2's full paste: paste_masks_in_image + BitMasks.
 
     On CPU, paste_masks_in_image only fills the box +- 1 pixel, which cuts the up-to-half-a-cell
@@ -248,8 +261,12 @@ def reference_mask_boxes(masks: Tensor, boxes: Tensor, image_size: Tuple[int, in
     # Detectron2's CPU window fails (arange with lower > upper bound) for a box whose window
     # misses the image entirely; such a mask has no pixel in the image and stays all False.
     h, w = image_size
-    hits = ((big[:, 0].floor() - 1 < w) & (big[:, 2].ceil() + 1 > 0)
-            & (big[:, 1].floor() - 1 < h) & (big[:, 3].ceil() + 1 > 0))
+    hits = (
+        (big[:, 0].floor() - 1 < w)
+        & (big[:, 2].ceil() + 1 > 0)
+        & (big[:, 1].floor() - 1 < h)
+        & (big[:, 3].ceil() + 1 > 0)
+    )
     pasted = torch.zeros(len(masks), h, w, dtype=torch.bool)
     pasted[hits] = paste_masks_in_image(padded[hits], big[hits], image_size, threshold=threshold)
     bit = BitMasks(pasted)
@@ -259,8 +276,9 @@ def reference_mask_boxes(masks: Tensor, boxes: Tensor, image_size: Tuple[int, in
 def _random_masks(g: torch.Generator, n: int, m: int, smooth: bool) -> Tensor:
     if smooth:
         low = torch.randn(n, 1, 5, 5, generator=g) * 4
-        return torch.sigmoid(F.interpolate(low, size=(m, m), mode="bicubic",
-                                           align_corners=False))[:, 0]
+        return torch.sigmoid(F.interpolate(low, size=(m, m), mode="bicubic", align_corners=False))[
+            :, 0
+        ]
     return torch.rand(n, m, m, generator=g) ** 3  # noisy, mostly low with scattered peaks
 
 
@@ -328,11 +346,17 @@ def test_mask_boxes_dtype_and_device(device: str):
 
 
 @settings(max_examples=50, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 8),
-       h=st.integers(1, 50), w=st.integers(1, 50), t=st.floats(0.01, 1.0),
-       scale=st.floats(0.01, 3.0))
-def test_mask_boxes_inside_image_property(seed: int, n: int, h: int, w: int, t: float,
-                                          scale: float):
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 8),
+    h=st.integers(1, 50),
+    w=st.integers(1, 50),
+    t=st.floats(0.01, 1.0),
+    scale=st.floats(0.01, 3.0),
+)
+def test_mask_boxes_inside_image_property(
+    seed: int, n: int, h: int, w: int, t: float, scale: float
+):
     g = torch.Generator().manual_seed(seed)
     masks = _random_masks(g, n, 14, smooth=bool(seed % 2))
     boxes = _random_boxes(g, n, h, w) * scale
@@ -348,9 +372,16 @@ def test_mask_boxes_inside_image_property(seed: int, n: int, h: int, w: int, t: 
 # batched_soft_nms
 # --------------------------------------------------------------------------------------------
 
-def reference_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str,
-                       iou_threshold: float, sigma: float, min_score: float
-                       ) -> Tuple[List[int], List[float]]:
+
+def reference_soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    idxs: Tensor,
+    method: str,
+    iou_threshold: float,
+    sigma: float,
+    min_score: float,
+) -> Tuple[List[int], List[float]]:
     """Plain sequential Soft-NMS in float32 numpy: loop over categories, loop picking argmax."""
     b = boxes.numpy().astype(np.float32)
     s = scores.numpy().astype(np.float32)
@@ -395,22 +426,27 @@ def _random_detections(g: torch.Generator, n: int, n_cats: int) -> Tuple[Tensor,
     return boxes, scores, idxs
 
 
-@pytest.mark.parametrize("method,thr,sigma,min_score", [
-    ("linear", 0.3, 0.5, 1e-3),
-    ("linear", 0.5, 0.5, 0.05),
-    ("gaussian", 0.3, 0.5, 1e-3),
-    ("gaussian", 0.3, 0.1, 0.01),
-    ("hard", 0.5, 0.5, 0.0),
-    ("hard", 0.7, 0.5, 0.2),
-])
-def test_soft_nms_matches_sequential_reference(method: str, thr: float, sigma: float,
-                                               min_score: float):
+@pytest.mark.parametrize(
+    "method,thr,sigma,min_score",
+    [
+        ("linear", 0.3, 0.5, 1e-3),
+        ("linear", 0.5, 0.5, 0.05),
+        ("gaussian", 0.3, 0.5, 1e-3),
+        ("gaussian", 0.3, 0.1, 0.01),
+        ("hard", 0.5, 0.5, 0.0),
+        ("hard", 0.7, 0.5, 0.2),
+    ],
+)
+def test_soft_nms_matches_sequential_reference(
+    method: str, thr: float, sigma: float, min_score: float
+):
     g = torch.Generator().manual_seed(11)
     for n, n_cats in [(150, 4), (60, 1), (200, 25)]:
         boxes, scores, idxs = _random_detections(g, n, n_cats)
         keep, new_scores = batched_soft_nms(boxes, scores, idxs, method, thr, sigma, min_score)
-        ref_keep, ref_scores = reference_soft_nms(boxes, scores, idxs, method, thr, sigma,
-                                                  min_score)
+        ref_keep, ref_scores = reference_soft_nms(
+            boxes, scores, idxs, method, thr, sigma, min_score
+        )
         assert keep.dtype == torch.int64 and new_scores.dtype == scores.dtype
         assert set(keep.tolist()) == set(ref_keep)
         assert keep.tolist() == ref_keep  # no ties in this draw: the order is defined
@@ -455,8 +491,9 @@ def test_soft_nms_linear_hand_values():
     keep, s = batched_soft_nms(boxes, scores, torch.zeros(3, dtype=torch.int64), "linear", 0.4)
     assert keep.tolist() == [0, 1, 2] and torch.equal(s, scores)
     # min_score above the decayed score drops B, and inputs below min_score never enter.
-    keep, s = batched_soft_nms(boxes, scores, torch.zeros(3, dtype=torch.int64), "linear", 0.3,
-                               min_score=0.6)
+    keep, s = batched_soft_nms(
+        boxes, scores, torch.zeros(3, dtype=torch.int64), "linear", 0.3, min_score=0.6
+    )
     assert keep.tolist() == [0, 2]
     keep, _ = batched_soft_nms(boxes, scores, torch.zeros(3, dtype=torch.int64), min_score=0.85)
     assert keep.tolist() == [0]
@@ -464,16 +501,21 @@ def test_soft_nms_linear_hand_values():
 
 def test_soft_nms_empty_single_and_topk():
     for dev in DEVICES:
-        keep, s = batched_soft_nms(torch.zeros(0, 4, device=dev), torch.zeros(0, device=dev),
-                                   torch.zeros(0, dtype=torch.int64, device=dev))
+        keep, s = batched_soft_nms(
+            torch.zeros(0, 4, device=dev),
+            torch.zeros(0, device=dev),
+            torch.zeros(0, dtype=torch.int64, device=dev),
+        )
         assert keep.shape == (0,) and keep.dtype == torch.int64 and keep.device.type == dev
         assert s.shape == (0,) and s.dtype == torch.float32
-    keep, s = batched_soft_nms(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([0.3]),
-                               torch.tensor([7]))
+    keep, s = batched_soft_nms(
+        torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([0.3]), torch.tensor([7])
+    )
     assert keep.tolist() == [0] and s.tolist() == pytest.approx([0.3])
     # All inputs below min_score.
-    keep, s = batched_soft_nms(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([1e-4]),
-                               torch.tensor([7]))
+    keep, s = batched_soft_nms(
+        torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([1e-4]), torch.tensor([7])
+    )
     assert keep.numel() == 0 and s.numel() == 0
     g = torch.Generator().manual_seed(2)
     boxes, scores, idxs = _random_detections(g, 100, 5)
@@ -516,8 +558,9 @@ def test_soft_nms_topk_per_segment_stops_early_with_the_full_answer(method, topk
     checks = []
     settled = ops._topk_settled
     monkeypatch.setattr(ops, "_topk_settled", lambda *a: checks.append(settled(*a)) or checks[-1])
-    keep, s = batched_soft_nms(boxes, scores, idxs, method, 0.3, min_score=1e-4,
-                               topk=topk, topk_by=image)
+    keep, s = batched_soft_nms(
+        boxes, scores, idxs, method, 0.3, min_score=1e-4, topk=topk, topk_by=image
+    )
     assert torch.equal(keep, want_keep) and torch.equal(s, want_s)
     assert torch.bincount(image[keep], minlength=n_images).tolist() == [topk] * n_images
     # it did stop early: the last check said "settled", long before the ~100 steps per class
@@ -534,7 +577,7 @@ def test_soft_nms_topk_with_ties():
     boxes, _, idxs = _random_detections(g, 300, 3)
     scores = torch.full((300,), 0.5)
     scores[::7] = 0.25
-    image = (torch.arange(300) % 2)
+    image = torch.arange(300) % 2
     idxs = idxs * 2 + image
     full_keep, full_s = batched_soft_nms(boxes, scores, idxs, "linear", 0.3)
     for topk in (1, 5, 30):
@@ -546,11 +589,17 @@ def test_soft_nms_topk_with_ties():
 def test_soft_nms_topk_by_validation():
     b, s = torch.zeros(2, 4), torch.ones(2)
     with pytest.raises(ValueError, match="topk_by.*shape"):
-        batched_soft_nms(b, s, torch.zeros(2, dtype=torch.int64), topk=1,
-                         topk_by=torch.zeros(3, dtype=torch.int64))
+        batched_soft_nms(
+            b,
+            s,
+            torch.zeros(2, dtype=torch.int64),
+            topk=1,
+            topk_by=torch.zeros(3, dtype=torch.int64),
+        )
     with pytest.raises(ValueError, match="topk_by.*one segment"):
-        batched_soft_nms(b, s, torch.zeros(2, dtype=torch.int64), topk=1,
-                         topk_by=torch.tensor([0, 1]))
+        batched_soft_nms(
+            b, s, torch.zeros(2, dtype=torch.int64), topk=1, topk_by=torch.tensor([0, 1])
+        )
 
 
 def test_soft_nms_validation():
@@ -577,8 +626,13 @@ def test_soft_nms_device(device: str):
 
 
 @settings(max_examples=50, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(0, 60), n_cats=st.integers(1, 5),
-       method=st.sampled_from(["linear", "gaussian", "hard"]), thr=st.floats(0.0, 1.0))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(0, 60),
+    n_cats=st.integers(1, 5),
+    method=st.sampled_from(["linear", "gaussian", "hard"]),
+    thr=st.floats(0.0, 1.0),
+)
 def test_soft_nms_properties(seed: int, n: int, n_cats: int, method: str, thr: float):
     g = torch.Generator().manual_seed(seed)
     boxes, scores, idxs = _random_detections(g, n, n_cats)
@@ -617,7 +671,7 @@ def test_resample_masks_pastes_like_the_original():
 
     g = torch.Generator().manual_seed(1)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
-    probs = torch.sigmoid((0.6 - (xx ** 2 + yy ** 2).sqrt()) * 10).expand(4, 28, 28).clone()
+    probs = torch.sigmoid((0.6 - (xx**2 + yy**2).sqrt()) * 10).expand(4, 28, 28).clone()
     boxes = torch.tensor([[20.0, 20.0, 120.0, 100.0]] * 4)
     new = boxes + torch.randn(4, 4, generator=g) * 4
     out = resample_masks(probs, boxes, new)
@@ -634,4 +688,8 @@ def test_resample_masks_degenerate_and_empty():
     boxes = torch.tensor([[0.0, 0.0, 0.0, 10.0], [0.0, 0.0, 8.0, 8.0]])
     out = resample_masks(probs, boxes, torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 8.0, 8.0]]))
     assert torch.all(out[0] == 0) and torch.isfinite(out).all()
-    assert resample_masks(torch.zeros(0, 1, 4, 4), torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4, 4)
+    assert resample_masks(torch.zeros(0, 1, 4, 4), torch.zeros(0, 4), torch.zeros(0, 4)).shape == (
+        0,
+        4,
+        4,
+    )

@@ -1,182 +1,354 @@
-"""Config keys of Turbo-Inference (``MODEL.TURBO``) and their validation."""
+"""Turbo-Inference parameters: the ``MODEL.TURBO`` keys of a yacs config, the
+:class:`TurboParams` a head holds (the ``model.roi_heads.turbo`` node of a LazyConfig), the
+published recipes, and their validation.
+
+Every default lives here once: :class:`TurboParams` and :class:`SoftNMSParams` hold them,
+``add_turbo_config`` copies them into the yacs node, and the recipe keys (``box_thresh``,
+``maskness_thresh``, ``maskness_weight``, ``box_fusion``) default to "unset" (``-1`` in yacs,
+``None`` in Python and LazyConfig), which the head resolves to its own published recipe
+(:data:`MASK_RCNN_RECIPE` or :data:`CASCADE_RECIPE`).
+
+Bad values raise ``ValueError`` naming the key as the user wrote it: ``MODEL.TURBO.BOX_THRESH``
+in a yacs config, ``model.roi_heads.turbo.box_thresh`` in a LazyConfig or in Python.
+"""
+
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_turbo_config", "TurboParams", "AUTO", "EMPTY_MASK_MODES", "MASKNESS_SOURCES"]
+from .ops import SOFT_NMS_IOU_THRESH, SOFT_NMS_METHODS, SOFT_NMS_MIN_SCORE, SOFT_NMS_SIGMA
 
-# Value of a recipe key meaning "the head's published default" (see TurboParams.from_cfg).
+__all__ = [
+    "add_turbo_config",
+    "get_turbo_cfg",
+    "TurboParams",
+    "SoftNMSParams",
+    "Recipe",
+    "MASK_RCNN_RECIPE",
+    "CASCADE_RECIPE",
+    "PUBLISHED",
+    "AUTO",
+    "EMPTY_MASK_MODES",
+    "MASKNESS_SOURCES",
+    "yacs_key",
+    "lazy_key",
+]
+
+# yacs value of a recipe key meaning "the head's published recipe" (``None`` in Python).
 AUTO = -1.0
-SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
 EMPTY_MASK_MODES = ("keep", "drop")
 MASKNESS_SOURCES = ("first", "last")
 
 
-def add_turbo_config(cfg: CN) -> None:
-    """Add the ``MODEL.TURBO`` node, with defaults, to a Detectron2 config (in place)."""
-    _C = cfg
-    _C.MODEL.TURBO = CN()
-    # Turbo cycles after the first mask prediction: each cycle rescores, refines the boxes
-    # from the masks and re-predicts the masks on the refined boxes. 0 = upstream inference.
-    _C.MODEL.TURBO.NUM_ITERS = 1
-    # Pasted-mask probability at or above which a pixel counts as foreground for the refined
-    # box, in [0, 1]. -1 = the head's published recipe (0.20 Mask R-CNN, 0.23 cascade).
-    _C.MODEL.TURBO.BOX_THRESH = AUTO
-    # Mask cells at or above this probability enter Maskness (their mean), in [0, 1].
-    # -1 = the head's published recipe (0.35 Mask R-CNN, 0.5 cascade).
-    _C.MODEL.TURBO.MASKNESS_THRESH = AUTO
-    # w in score <- (1 - w) * score + w * score * maskness, in [0, 1].
-    # -1 = the head's published recipe (0.35 Mask R-CNN, 1.0 cascade).
-    _C.MODEL.TURBO.MASKNESS_WEIGHT = AUTO
-    # Weight kept by the input box: refined = f * input + (1 - f) * mask box, in [0, 1].
-    # -1 = the head's published recipe (0.0 Mask R-CNN, 0.5 cascade).
-    _C.MODEL.TURBO.BOX_FUSION = AUTO
-    # Detections whose mask has no pixel >= BOX_THRESH: "keep" them with their input box and
-    # mask, or "drop" them from the output.
-    _C.MODEL.TURBO.EMPTY_MASK = "keep"
-    # Masks Maskness is read from: "first" = the masks predicted on the detector's boxes
-    # (published recipe), "last" = the output masks of the last cycle.
-    _C.MODEL.TURBO.MASKNESS_SOURCE = "first"
-    # A detection's mask is re-predicted in a cycle only when the IoU between its refined box
-    # and the box its mask was predicted in is below this, in [0, 1]; otherwise it keeps both.
-    # 1.0 = re-predict every mask (published recipe). Cycles stop early when none moves.
-    _C.MODEL.TURBO.REPREDICT_IOU = 1.0
-    # A detection's mask is re-predicted only when its detection score is at least this, in
-    # [0, 1]: low-scoring detections, which weigh little in AP, skip the second mask-head
-    # pass. 0.0 = no score condition (published recipe).
-    _C.MODEL.TURBO.REPREDICT_MIN_SCORE = 0.0
-    # Detections whose mask is not re-predicted (REPREDICT_IOU < 1 or REPREDICT_MIN_SCORE > 0)
-    # still take their refined box, their mask resampled into it (True); or keep the box
-    # their mask was predicted in (False).
-    _C.MODEL.TURBO.RESAMPLE_MASKS = False
+@dataclass(frozen=True)
+class Recipe:
+    """The thresholds of one published recipe: the values of recipe keys left unset."""
 
-    _C.MODEL.TURBO.SOFT_NMS = CN()
-    # Replace the per-class hard NMS of the box head by Soft-NMS (published Mask R-CNN recipe).
-    _C.MODEL.TURBO.SOFT_NMS.ENABLED = True
+    box_thresh: float
+    maskness_thresh: float
+    maskness_weight: float
+    box_fusion: float
+
+
+# Published Mask R-CNN recipe (used by TurboROIHeads and other StandardROIHeads).
+MASK_RCNN_RECIPE = Recipe(
+    box_thresh=0.20, maskness_thresh=0.35, maskness_weight=0.35, box_fusion=0.0
+)
+# Published cascade recipe (HTC / Cascade Mask R-CNN; used by CascadeROIHeads subclasses).
+CASCADE_RECIPE = Recipe(box_thresh=0.23, maskness_thresh=0.5, maskness_weight=1.0, box_fusion=0.5)
+RECIPE_KEYS: Tuple[str, ...] = tuple(f.name for f in fields(Recipe))
+
+
+def yacs_key(path: str) -> str:
+    """``"soft_nms.iou_thresh"`` -> ``"MODEL.TURBO.SOFT_NMS.IOU_THRESH"``."""
+    return "MODEL.TURBO." + path.upper()
+
+
+def lazy_key(path: str) -> str:
+    """``"soft_nms.iou_thresh"`` -> ``"model.roi_heads.turbo.soft_nms.iou_thresh"``."""
+    return "model.roi_heads.turbo." + path
+
+
+@dataclass(frozen=True)
+class SoftNMSParams:
+    """The detection stage's suppression (``MODEL.TURBO.SOFT_NMS``)."""
+
+    # Soft-NMS instead of the box head's hard NMS (published Mask R-CNN recipe).
+    enabled: bool = True
     # Score decay: "linear" (1 - IoU above IOU_THRESH), "gaussian" (exp(-IoU^2 / SIGMA)),
-    # "hard" (drop above IOU_THRESH, i.e. classic NMS).
-    _C.MODEL.TURBO.SOFT_NMS.METHOD = "linear"
+    # "hard" (drop above IOU_THRESH: classic NMS).
+    method: str = "linear"
     # IoU above which "linear" decays and "hard" drops a box, in [0, 1].
-    _C.MODEL.TURBO.SOFT_NMS.IOU_THRESH = 0.5
+    iou_thresh: float = SOFT_NMS_IOU_THRESH
     # Gaussian decay width, > 0.
-    _C.MODEL.TURBO.SOFT_NMS.SIGMA = 0.5
+    sigma: float = SOFT_NMS_SIGMA
     # Boxes whose decayed score falls below this are discarded, in [0, 1].
-    _C.MODEL.TURBO.SOFT_NMS.MIN_SCORE = 0.001
+    min_score: float = SOFT_NMS_MIN_SCORE
+
+    def __post_init__(self) -> None:
+        _validate(_flat(self, "soft_nms."), lazy_key)
 
 
 @dataclass(frozen=True)
 class TurboParams:
-    """Validated Turbo-Inference parameters of one ROI head (``MODEL.TURBO`` resolved)."""
+    """Turbo-Inference parameters of one ROI head.
 
+    Recipe keys left ``None`` (or ``-1``) take the head's published recipe when the head is
+    built (:meth:`resolved`). In a LazyConfig: ``model.roi_heads.turbo =
+    L(TurboParams)(num_iters=1, soft_nms=L(SoftNMSParams)(enabled=True))``; ``soft_nms`` may
+    also be given as a mapping of :class:`SoftNMSParams` fields.
+    """
+
+    # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
+    # masks and predicts the masks again in the refined boxes. 0 = no cycle (upstream masks).
     num_iters: int = 1
-    box_thresh: float = 0.20
-    maskness_thresh: float = 0.35
-    maskness_weight: float = 0.35
-    box_fusion: float = 0.0
+    # Pasted-mask probability at or above which a pixel is foreground for the refined box.
+    box_thresh: Optional[float] = None
+    # Mask cells at or above this probability enter Maskness (their mean).
+    maskness_thresh: Optional[float] = None
+    # w in score <- (1 - w) * score + w * score * maskness.
+    maskness_weight: Optional[float] = None
+    # Weight kept by the input box: refined = f * input + (1 - f) * mask box.
+    box_fusion: Optional[float] = None
+    # Detections whose mask has no pixel >= box_thresh: "keep" (their box and mask) or "drop".
     empty_mask: str = "keep"
+    # Masks Maskness is read from: "first" (the detector's boxes, published) or "last" (output).
     maskness_source: str = "first"
+    # Re-predict a mask only when IoU(refined box, its box) is below this, in [0, 1]; 1 = all.
     repredict_iou: float = 1.0
+    # Re-predict a mask only when the detection's score is at least this, in [0, 1]; 0 = all.
     repredict_min_score: float = 0.0
+    # Re-predict a mask only when the detection ranks among its image's top k by score,
+    # k >= 0; 0 = no rank condition.
+    repredict_topk: int = 0
+    # Masks not re-predicted still take the refined box, resampled into it (True), or keep
+    # the box they were predicted in (False).
     resample_masks: bool = False
-    soft_nms: bool = True
-    soft_nms_method: str = "linear"
-    soft_nms_iou_thresh: float = 0.5
-    soft_nms_sigma: float = 0.5
-    soft_nms_min_score: float = 0.001
+    # Weight of the earlier mask, resampled into the refined box, in each re-predicted mask:
+    # mask = f * earlier + (1 - f) * re-predicted, in [0, 1]; 0 = the re-predicted mask alone.
+    mask_fusion: float = 0.0
+    # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
+    subpixel_boxes: bool = False
+    # The detection stage's suppression.
+    soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
     def __post_init__(self) -> None:
-        key = "MODEL.TURBO."
-        if isinstance(self.num_iters, bool) or not isinstance(self.num_iters, int):
-            raise ValueError(f"{key}NUM_ITERS must be an integer >= 0, got {self.num_iters!r}")
-        if self.num_iters < 0:
-            raise ValueError(f"{key}NUM_ITERS must be >= 0, got {self.num_iters}")
-        for name in ("box_thresh", "maskness_thresh", "maskness_weight", "box_fusion"):
-            _check_unit(key + name.upper(), getattr(self, name), auto_ok=True)
-        _check_unit(key + "REPREDICT_IOU", self.repredict_iou)
-        _check_unit(key + "REPREDICT_MIN_SCORE", self.repredict_min_score)
-        _check_unit(key + "SOFT_NMS.IOU_THRESH", self.soft_nms_iou_thresh)
-        _check_unit(key + "SOFT_NMS.MIN_SCORE", self.soft_nms_min_score)
-        sigma = self.soft_nms_sigma
-        if not _is_number(sigma) or not (sigma > 0 and math.isfinite(sigma)):
-            raise ValueError(f"{key}SOFT_NMS.SIGMA must be a finite number > 0, got {sigma!r}")
-        _check_choice(key + "SOFT_NMS.METHOD", self.soft_nms_method, SOFT_NMS_METHODS)
-        _check_choice(key + "EMPTY_MASK", self.empty_mask, EMPTY_MASK_MODES)
-        _check_choice(key + "MASKNESS_SOURCE", self.maskness_source, MASKNESS_SOURCES)
-        if not isinstance(self.resample_masks, bool):
-            raise ValueError(f"{key}RESAMPLE_MASKS must be True or False, "
-                             f"got {self.resample_masks!r}")
-        if not isinstance(self.soft_nms, bool):
-            raise ValueError(f"{key}SOFT_NMS.ENABLED must be True or False, got {self.soft_nms!r}")
+        if isinstance(self.soft_nms, Mapping):
+            object.__setattr__(self, "soft_nms", _soft_nms_from(self.soft_nms, lazy_key))
+        for name in RECIPE_KEYS:  # -1 (the yacs spelling of "unset") is accepted too
+            value = getattr(self, name)
+            if _is_number(value) and value == AUTO:
+                object.__setattr__(self, name, None)
+        _validate(_flat(self), lazy_key)
+        if not isinstance(self.soft_nms, SoftNMSParams):
+            raise ValueError(
+                f"{lazy_key('soft_nms')} must be a SoftNMSParams or a mapping of "
+                f"its fields, got {self.soft_nms!r}"
+            )
 
     @property
     def active(self) -> bool:
-        """Whether inference differs from the parent class at all."""
-        return self.num_iters > 0 or self.soft_nms
+        """Whether inference differs from the parent head at all."""
+        return self.num_iters > 0 or self.soft_nms.enabled
 
     @property
     def adaptive(self) -> bool:
-        """Whether cycles re-predict only some masks (``REPREDICT_IOU`` < 1 or
-        ``REPREDICT_MIN_SCORE`` > 0)."""
-        return self.repredict_iou < 1.0 or self.repredict_min_score > 0.0
+        """Whether a cycle re-predicts only some masks (a ``repredict_*`` condition is set)."""
+        return self.repredict_iou < 1.0 or self.repredict_min_score > 0.0 or self.repredict_topk > 0
+
+    @property
+    def unresolved(self) -> Tuple[str, ...]:
+        """Recipe keys still unset."""
+        return tuple(k for k in RECIPE_KEYS if getattr(self, k) is None)
+
+    def resolved(self, recipe: Recipe) -> TurboParams:
+        """These parameters with every unset recipe key taken from ``recipe``."""
+        return dataclasses.replace(self, **{k: getattr(recipe, k) for k in self.unresolved})
+
+    def replace(self, **changes: Any) -> TurboParams:
+        """A copy with ``changes``; ``soft_nms`` may be a mapping of the fields to change."""
+        soft_nms = changes.get("soft_nms")
+        if isinstance(soft_nms, Mapping):
+            changes["soft_nms"] = dataclasses.replace(self.soft_nms, **soft_nms)
+        return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_cfg(cls, cfg: CN, recipe: Mapping[str, float]) -> "TurboParams":
-        """Read ``cfg.MODEL.TURBO``; keys left at -1 take their value from ``recipe``.
+    def from_dict(cls, values: Mapping[str, Any]) -> TurboParams:
+        """From a mapping of field names (a LazyConfig node), naming unknown keys."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"{lazy_key('')[:-1]} has no key {', '.join(unknown)}; its keys "
+                f"are {', '.join(sorted(names))}"
+            )
+        return cls(**dict(values))
 
-        Raises ValueError naming the key and its allowed range for any bad value, and when
-        ``MODEL.MASK_ON`` is false (Turbo needs masks).
+    @classmethod
+    def from_cfg(cls, cfg: CN) -> TurboParams:
+        """``cfg.MODEL.TURBO`` as parameters (recipe keys at -1 stay unset).
+
+        Raises ValueError naming the yacs key and its allowed range for any bad value, and
+        when cycles are asked for on a model without a mask head.
         """
         if "TURBO" not in cfg.MODEL:
             raise ValueError(
-                "cfg has no MODEL.TURBO node: call turbo.add_turbo_config(cfg) before merging "
-                "a turbo config file"
-            )
-        if not cfg.MODEL.MASK_ON:
-            raise ValueError(
-                f"MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME} needs a mask head, but "
-                "MODEL.MASK_ON is False: set MODEL.MASK_ON True"
+                "cfg has no MODEL.TURBO node: call turbo.add_turbo_config(cfg) "
+                "before merging a turbo config file"
             )
         t = cfg.MODEL.TURBO
-
-        def pick(name: str) -> Any:
-            value = t[name.upper()]
-            if _is_number(value) and value == AUTO:
-                return float(recipe[name])
-            return value
-
+        values = {f.name: t[f.name.upper()] for f in fields(cls) if f.name != "soft_nms"}
+        values.update(_flat_mapping(t.SOFT_NMS, "soft_nms."))
+        _validate(values, yacs_key)
+        num_iters = values["num_iters"]
+        if num_iters > 0 and not cfg.MODEL.MASK_ON:
+            raise ValueError(
+                f"MODEL.TURBO.NUM_ITERS is {num_iters}, but the model has no mask head "
+                "(MODEL.MASK_ON False): set MODEL.TURBO.NUM_ITERS 0 for Soft-NMS alone, or "
+                "MODEL.MASK_ON True"
+            )
+        top = {k: v for k, v in values.items() if not k.startswith("soft_nms.")}
         return cls(
-            num_iters=t.NUM_ITERS,
-            box_thresh=pick("box_thresh"),
-            maskness_thresh=pick("maskness_thresh"),
-            maskness_weight=pick("maskness_weight"),
-            box_fusion=pick("box_fusion"),
-            empty_mask=t.EMPTY_MASK,
-            maskness_source=t.MASKNESS_SOURCE,
-            repredict_iou=t.REPREDICT_IOU,
-            repredict_min_score=t.REPREDICT_MIN_SCORE,
-            resample_masks=t.RESAMPLE_MASKS,
-            soft_nms=t.SOFT_NMS.ENABLED,
-            soft_nms_method=t.SOFT_NMS.METHOD,
-            soft_nms_iou_thresh=t.SOFT_NMS.IOU_THRESH,
-            soft_nms_sigma=t.SOFT_NMS.SIGMA,
-            soft_nms_min_score=t.SOFT_NMS.MIN_SCORE,
+            **top,
+            soft_nms=_soft_nms_from(
+                {k[len("soft_nms.") :]: v for k, v in values.items() if k.startswith("soft_nms.")},
+                yacs_key,
+            ),
         )
+
+
+def add_turbo_config(cfg: CN) -> None:
+    """Add the ``MODEL.TURBO`` node, with the defaults of :class:`TurboParams`, in place.
+
+    Recipe keys are -1: the head's published recipe (0.20 / 0.35 / 0.35 / 0.0 for Mask R-CNN,
+    0.23 / 0.5 / 1.0 / 0.5 for cascades, :data:`MASK_RCNN_RECIPE` and :data:`CASCADE_RECIPE`).
+    Each key's meaning is the comment on its :class:`TurboParams` field.
+    """
+    default = TurboParams()
+    cfg.MODEL.TURBO = CN()
+    for f in fields(TurboParams):
+        if f.name == "soft_nms":
+            continue
+        value = getattr(default, f.name)
+        cfg.MODEL.TURBO[f.name.upper()] = AUTO if value is None else value
+    cfg.MODEL.TURBO.SOFT_NMS = CN()
+    for f in fields(SoftNMSParams):
+        cfg.MODEL.TURBO.SOFT_NMS[f.name.upper()] = getattr(default.soft_nms, f.name)
+
+
+def get_turbo_cfg() -> CN:
+    """Detectron2's default config with the ``MODEL.TURBO`` keys and PointRend's keys added
+    (so that turbo and PointRend config files both merge into it)."""
+    from detectron2.projects.point_rend import add_pointrend_config
+
+    cfg = get_cfg()
+    add_turbo_config(cfg)
+    add_pointrend_config(cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------
+# Validation: one table of what each key accepts, used for yacs and LazyConfig alike
+# ------------------------------------------------------------------------------------------
+def _unit(v: Any) -> bool:
+    return _is_number(v) and 0.0 <= v <= 1.0
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _positive(v: Any) -> bool:
+    return _is_number(v) and v > 0 and math.isfinite(v)
+
+
+def _choice(choices: Tuple[str, ...]) -> Tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), "one of " + ", ".join(map(repr, choices))
+
+
+_RECIPE = (
+    lambda v: v is None or (_is_number(v) and v == AUTO) or _unit(v),
+    "a number in [0, 1] (or unset: -1 in yacs, None in Python, for the head's recipe)",
+)
+_CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "num_iters": (_count, "an integer >= 0"),
+    **dict.fromkeys(RECIPE_KEYS, _RECIPE),
+    "empty_mask": _choice(EMPTY_MASK_MODES),
+    "maskness_source": _choice(MASKNESS_SOURCES),
+    "repredict_iou": (_unit, "a number in [0, 1]"),
+    "repredict_min_score": (_unit, "a number in [0, 1]"),
+    "repredict_topk": (_count, "an integer >= 0"),
+    "resample_masks": (_bool, "True or False"),
+    "mask_fusion": (_unit, "a number in [0, 1]"),
+    "subpixel_boxes": (_bool, "True or False"),
+    "soft_nms.enabled": (_bool, "True or False"),
+    "soft_nms.method": _choice(SOFT_NMS_METHODS),
+    "soft_nms.iou_thresh": (_unit, "a number in [0, 1]"),
+    "soft_nms.sigma": (_positive, "a finite number > 0"),
+    "soft_nms.min_score": (_unit, "a number in [0, 1]"),
+}
+
+
+def _validate(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
+    """Raise ValueError for the first value of ``values`` (path -> value) out of range."""
+    for path, value in values.items():
+        ok, allowed = _CHECKS[path]
+        if not ok(value):
+            raise ValueError(f"{key(path)} must be {allowed}, got {value!r}")
+
+
+def _flat(params: Union[TurboParams, SoftNMSParams], prefix: str = "") -> Dict[str, Any]:
+    return {
+        prefix + f.name: getattr(params, f.name)
+        for f in fields(params)
+        if not isinstance(getattr(params, f.name), SoftNMSParams)
+    }
+
+
+def _flat_mapping(node: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
+    return {prefix + k.lower(): v for k, v in node.items()}
+
+
+def _soft_nms_from(values: Mapping[str, Any], key: Callable[[str], str]) -> SoftNMSParams:
+    names = {f.name for f in fields(SoftNMSParams)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"{key('soft_nms')} has no key {', '.join(unknown)}; its keys are "
+            f"{', '.join(sorted(names))}"
+        )
+    _validate({"soft_nms." + k: v for k, v in values.items()}, key)
+    return SoftNMSParams(**dict(values))
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_unit(key: str, value: Any, auto_ok: bool = False) -> None:
-    if not _is_number(value) or not (0.0 <= value <= 1.0):
-        also = " (or -1 in the config for the head's published recipe)" if auto_ok else ""
-        raise ValueError(f"{key} must be a number in [0, 1]{also}, got {value!r}")
-
-
-def _check_choice(key: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+# The published method exactly: one cycle, every mask re-predicted (no fusion), whole-pixel
+# refined boxes, Maskness of the first masks, Soft-NMS (linear, IoU 0.5); recipe keys unset (the
+# head's published thresholds). ``configs/*/*_published.yaml`` spell the same in yacs.
+PUBLISHED = TurboParams(
+    num_iters=1,
+    empty_mask="keep",
+    maskness_source="first",
+    repredict_iou=1.0,
+    repredict_min_score=0.0,
+    repredict_topk=0,
+    resample_masks=False,
+    mask_fusion=0.0,
+    subpixel_boxes=False,
+    soft_nms=SoftNMSParams(
+        enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001
+    ),
+)

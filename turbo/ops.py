@@ -5,21 +5,43 @@ synchronises with the host per detection. Coordinates are those of the resized i
 seen by the ROI heads (Detectron2's ``images.image_sizes``), boxes are XYXY, and pixel
 ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``.
 """
+
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["maskness", "mask_boxes", "resample_masks", "batched_soft_nms", "SOFT_NMS_METHODS"]
+__all__ = [
+    "finite_probs",
+    "maskness",
+    "mask_boxes",
+    "resample_masks",
+    "batched_soft_nms",
+    "SOFT_NMS_METHODS",
+    "SOFT_NMS_IOU_THRESH",
+    "SOFT_NMS_SIGMA",
+    "SOFT_NMS_MIN_SCORE",
+]
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
+# Soft-NMS defaults, those of the published Mask R-CNN recipe (linear decay above IoU 0.5,
+# scores below 0.001 discarded); ``MODEL.TURBO.SOFT_NMS`` takes its defaults from here.
+SOFT_NMS_IOU_THRESH = 0.5
+SOFT_NMS_SIGMA = 0.5
+SOFT_NMS_MIN_SCORE = 1e-3
 
 # Tolerance, in pixels, of the closed-form pixel bounds in `mask_boxes`, which are computed in
 # float32 like Detectron2's own paste (float64 gave the same boxes in the tests at 1.6x the
 # time); it makes a pixel lying exactly on a threshold crossing or on a cell boundary count as
 # inside, as exact arithmetic would.
 _PIXEL_EPS = 1e-6
+
+
+def finite_probs(probs: Tensor) -> Tensor:
+    """Probabilities made finite: NaN and -inf count as 0, +inf as 1 (a NaN mask cell is
+    background, a NaN score is no confidence). The one rule every turbo stage applies."""
+    return torch.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0)
 
 
 def _as_mask_stack(mask_probs: Tensor) -> Tensor:
@@ -47,8 +69,7 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     """
     probs = _as_mask_stack(mask_probs).flatten(1)
     out_dtype = probs.dtype if probs.is_floating_point() else torch.float32
-    probs = torch.nan_to_num(probs.to(torch.promote_types(out_dtype, torch.float32)),
-                             nan=0.0, posinf=1.0, neginf=0.0)
+    probs = finite_probs(probs.to(torch.promote_types(out_dtype, torch.float32)))
     fg = probs >= threshold
     count = fg.sum(dim=1, keepdim=True).clamp(min=1).to(probs.dtype)
     # Divide before summing so that huge finite inputs cannot overflow the sum.
@@ -56,28 +77,41 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     return mean.to(out_dtype)
 
 
-def _image_hw(image_size: Union[Sequence[int], Tensor], n: int,
-              device: torch.device) -> Tuple[Tensor, Tensor]:
+def _image_hw(
+    image_size: Union[Sequence[int], Tensor], n: int, device: torch.device
+) -> Tuple[Tensor, Tensor]:
     """(h, w) pair or (N, 2) tensor of per-row (h, w) -> two (N,) float32 tensors."""
     if isinstance(image_size, Tensor):
         size = image_size.to(device=device, dtype=torch.float32)
         if size.shape == (2,):
             size = size.expand(n, 2)
         if size.shape != (n, 2):
-            raise ValueError(f"image_size tensor must have shape (2,) or (N, 2) = ({n}, 2), "
-                             f"got {tuple(size.shape)}")
+            raise ValueError(
+                f"image_size tensor must have shape (2,) or (N, 2) = ({n}, 2), "
+                f"got {tuple(size.shape)}"
+            )
         return size[:, 0], size[:, 1]
     if len(image_size) != 2:
         raise ValueError(f"image_size must be (h, w), got {image_size!r}")
     h, w = (float(v) for v in image_size)
-    return (torch.full((n,), h, dtype=torch.float32, device=device),
-            torch.full((n,), w, dtype=torch.float32, device=device))
+    return (
+        torch.full((n,), h, dtype=torch.float32, device=device),
+        torch.full((n,), w, dtype=torch.float32, device=device),
+    )
 
 
-def _column_extent(probs: Tensor, c0: Tensor, c1: Tensor, r0: Tensor, r1: Tensor,
-                   n_cols: Tensor, n_rows: Tensor, threshold: float
-                   ) -> Tuple[Tensor, Tensor, Tensor]:
-    """First and last image column where the pasted mask reaches ``threshold`` (> 0).
+def _column_extent(
+    probs: Tensor,
+    c0: Tensor,
+    c1: Tensor,
+    r0: Tensor,
+    r1: Tensor,
+    n_cols: Tensor,
+    n_rows: Tensor,
+    threshold: float,
+    subpixel: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Left and right edge, along columns, of where the pasted mask reaches ``threshold`` (> 0).
 
     Args:
         probs: (N, R, C) float32 masks, indexed [row cell, column cell].
@@ -86,8 +120,10 @@ def _column_extent(probs: Tensor, c0: Tensor, c1: Tensor, r0: Tensor, r1: Tensor
         n_cols, n_rows: (N,) image size along columns / rows (>= 1).
 
     Returns:
-        first, last: (N,) float32 integer-valued column indices (inf / -inf when none),
-        found: (N,) bool.
+        left, right: (N,) float32 edges in image coordinates (inf / -inf when none): the first
+        passing pixel column and one past the last one; with ``subpixel``, the continuous
+        threshold crossings of the pasted mask (pixel x samples the paste at x + 0.5), clipped
+        to the image, each within half a pixel of the whole-pixel edge. found: (N,) bool.
 
     The paste samples cell coordinate q(y) = (y + 0.5 - r0) * R / (r1 - r0) - 0.5 for pixel row
     y (p(x) likewise for columns) bilinearly from the mask zero-padded by one cell. For a fixed
@@ -142,18 +178,33 @@ def _column_extent(probs: Tensor, c0: Tensor, c1: Tensor, r0: Tensor, r1: Tensor
     cols_per_cell = ((c1 - c0) / n_c)[:, None, None]
     offset = (c0 - 0.5)[:, None, None]
     x_lo = torch.ceil((p_lo + 0.5) * cols_per_cell + offset - _PIXEL_EPS).clamp(min=0)
-    x_hi = torch.minimum(torch.floor((p_hi + 0.5) * cols_per_cell + offset + _PIXEL_EPS),
-                         (n_cols - 1)[:, None, None])
+    x_hi = torch.minimum(
+        torch.floor((p_hi + 0.5) * cols_per_cell + offset + _PIXEL_EPS), (n_cols - 1)[:, None, None]
+    )
     valid = piece & (x_lo <= x_hi)
 
+    found = valid.flatten(1).any(dim=1)
+    if subpixel:
+        # the same pieces, their ends mapped to continuous coordinates u = x + 0.5
+        u_lo = ((p_lo + 0.5) * cols_per_cell + c0[:, None, None]).clamp(min=0)
+        u_hi = torch.minimum(
+            (p_hi + 0.5) * cols_per_cell + c0[:, None, None], n_cols[:, None, None]
+        )
+        left = torch.where(valid, u_lo, float("inf")).flatten(1).amin(dim=1)
+        right = torch.where(valid, u_hi, float("-inf")).flatten(1).amax(dim=1)
+        return left, right, found
     first = torch.where(valid, x_lo, float("inf")).flatten(1).amin(dim=1)
     last = torch.where(valid, x_hi, float("-inf")).flatten(1).amax(dim=1)
-    return first, last, valid.flatten(1).any(dim=1)
+    return first, last + 1, found
 
 
-def mask_boxes(mask_probs: Tensor, boxes: Tensor,
-               image_size: Union[Tuple[int, int], Tensor],
-               threshold: float) -> Tuple[Tensor, Tensor]:
+def mask_boxes(
+    mask_probs: Tensor,
+    boxes: Tensor,
+    image_size: Union[Tuple[int, int], Tensor],
+    threshold: float,
+    subpixel: bool = False,
+) -> Tuple[Tensor, Tensor]:
     """Tight box of each soft mask pasted into the image, computed exactly in RoI space.
 
     Args:
@@ -161,11 +212,15 @@ def mask_boxes(mask_probs: Tensor, boxes: Tensor,
         boxes: (N, 4) float XYXY in the resized input image.
         image_size: (h, w) shared by all rows, or an (N, 2) integer tensor of per-row (h, w).
         threshold: a pixel is foreground when its pasted probability is >= threshold.
+        subpixel: return the continuous box instead of whole pixels (see below).
 
     Returns:
         refined: (N, 4) XYXY, dtype of ``boxes``: ``(xa, ya, xb + 1, yb + 1)`` for foreground
             pixel columns xa..xb and rows ya..yb, i.e. what ``BitMasks.get_bounding_boxes``
             gives on the mask pasted by ``paste_masks_in_image`` (whole image, no CPU window).
+            With ``subpixel``, each side is instead where the pasted probability crosses
+            ``threshold`` along the foreground rows (columns), in continuous image
+            coordinates clipped to the image: within half a pixel of the whole-pixel side.
         found: (N,) bool, False when no pixel of the image passes, the box is degenerate
             (width or height <= 0, or non-finite) or the image is empty; such rows keep their
             input box.
@@ -181,8 +236,9 @@ def mask_boxes(mask_probs: Tensor, boxes: Tensor,
     """
     probs = _as_mask_stack(mask_probs)
     if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != probs.shape[0]:
-        raise ValueError(f"boxes must have shape (N, 4) with N = {probs.shape[0]}, "
-                         f"got {tuple(boxes.shape)}")
+        raise ValueError(
+            f"boxes must have shape (N, 4) with N = {probs.shape[0]}, got {tuple(boxes.shape)}"
+        )
     n = boxes.shape[0]
     dev = boxes.device
     if n == 0:
@@ -208,12 +264,12 @@ def mask_boxes(mask_probs: Tensor, boxes: Tensor,
     x1, y1 = torch.where(ok, x1, 1.0), torch.where(ok, y1, 1.0)
     h = torch.where(ok, h, torch.ones_like(h))
     w = torch.where(ok, w, torch.ones_like(w))
-    p = torch.nan_to_num(probs.to(torch.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    p = finite_probs(probs.to(torch.float32))
 
-    xa, xb, found_x = _column_extent(p, x0, x1, y0, y1, w, h, threshold)
-    ya, yb, found_y = _column_extent(p.transpose(1, 2), y0, y1, x0, x1, h, w, threshold)
+    xa, xb, found_x = _column_extent(p, x0, x1, y0, y1, w, h, threshold, subpixel)
+    ya, yb, found_y = _column_extent(p.transpose(1, 2), y0, y1, x0, x1, h, w, threshold, subpixel)
     found = ok & found_x & found_y
-    tight = torch.stack([xa, ya, xb + 1, yb + 1], dim=1)
+    tight = torch.stack([xa, ya, xb, yb], dim=1)
     refined = torch.where(found[:, None], tight, box)
     return refined.to(boxes.dtype), found
 
@@ -246,8 +302,9 @@ def resample_masks(mask_probs: Tensor, boxes: Tensor, new_boxes: Tensor) -> Tens
     pts = nb[:, None, :2] + t[None, :, None] * (nb[:, None, 2:] - nb[:, None, :2])  # (N, M, 2)
     g = (pts - b[:, None, :2]) / size[:, None, :] * 2 - 1
     grid = torch.stack([g[:, None, :, 0].expand(n, m, m), g[:, :, None, 1].expand(n, m, m)], -1)
-    out = F.grid_sample(probs[:, None].to(dt), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)[:, 0]
+    out = F.grid_sample(
+        probs[:, None].to(dt), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )[:, 0]
     return torch.where(ok[:, None, None], out, torch.zeros_like(out))
 
 
@@ -262,9 +319,17 @@ def _validate_soft_nms(method: str, iou_threshold: float, sigma: float, min_scor
         raise ValueError(f"min_score must be >= 0, got {min_score}")
 
 
-def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = "linear",
-                     iou_threshold: float = 0.3, sigma: float = 0.5, min_score: float = 1e-3,
-                     topk: int = -1, topk_by: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def batched_soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    idxs: Tensor,
+    method: str = "linear",
+    iou_threshold: float = SOFT_NMS_IOU_THRESH,
+    sigma: float = SOFT_NMS_SIGMA,
+    min_score: float = SOFT_NMS_MIN_SCORE,
+    topk: int = -1,
+    topk_by: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """Soft-NMS (Bodla et al. 2017), independently per category.
 
     Args:
@@ -313,11 +378,14 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
     n_seg = 1
     if topk > 0 and topk_by is not None:
         if topk_by.shape != idxs.shape:
-            raise ValueError(f"topk_by must have the shape of idxs {tuple(idxs.shape)}, "
-                             f"got {tuple(topk_by.shape)}")
+            raise ValueError(
+                f"topk_by must have the shape of idxs {tuple(idxs.shape)}, "
+                f"got {tuple(topk_by.shape)}"
+            )
         seg_of_cand = topk_by[cand].to(torch.int64)
         segment = torch.zeros(n_groups, dtype=torch.int64, device=dev).scatter_(
-            0, group, seg_of_cand)
+            0, group, seg_of_cand
+        )
         if not bool((segment[group] == seg_of_cand).all()):
             raise ValueError("topk_by: every category of idxs must lie within one segment")
         seg_ids, segment = torch.unique(segment, return_inverse=True)
@@ -356,7 +424,8 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
             if not bool(torch.isfinite(best_score).any()):
                 break
             if segment is not None and _topk_settled(
-                    torch.cat(picked_scores, dim=1), cur, best, segment, n_seg, topk):
+                torch.cat(picked_scores, dim=1), cur, best, segment, n_seg, topk
+            ):
                 break
         cur = cur.scatter(1, best, float("-inf"))
 
@@ -399,14 +468,15 @@ def batched_soft_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, method: str = 
     return keep, new_scores.to(scores.dtype)
 
 
-def _topk_settled(picked: Tensor, cur: Tensor, last: Tensor, segment: Tensor, n_seg: int,
-                  topk: int) -> bool:
+def _topk_settled(
+    picked: Tensor, cur: Tensor, last: Tensor, segment: Tensor, n_seg: int, topk: int
+) -> bool:
     """Whether no further Soft-NMS pick can enter any segment's top ``topk``.
 
     picked: (G, S) scores picked so far per category (-inf: none); cur: (G, L) current
     scores, -inf for dead boxes, before the last pick ``last`` (G, 1) is marked dead;
-    segment: (G,) segment of each category, in 0..n_seg-1. A segment is settled when it has no live box
-    left, or when ``topk`` of its picks score strictly above its highest live score (later
+    segment: (G,) segment of each category, in 0..n_seg-1. A segment is settled when it has no
+    live box left, or when ``topk`` of its picks score strictly above its highest live score (later
     picks score at most that; strictly, so that ties cannot reorder).
     """
     live = cur.scatter(1, last, float("-inf")).amax(dim=1)  # (G,) best score still live
@@ -414,6 +484,7 @@ def _topk_settled(picked: Tensor, cur: Tensor, last: Tensor, segment: Tensor, n_
     seg_live = neg_inf.scatter_reduce(0, segment, live, reduce="amax")
     above = (picked > seg_live[segment][:, None]).sum(dim=1)
     seg_above = torch.zeros(n_seg, dtype=above.dtype, device=above.device).index_add_(
-        0, segment, above)
+        0, segment, above
+    )
     settled = torch.isneginf(seg_live) | (seg_above >= topk)
     return bool(settled.all())

@@ -1,17 +1,18 @@
 """Test-time augmentation with the turbo cycles (Detectron2's ``GeneralizedRCNNWithTTA``)."""
+
 from __future__ import annotations
 
-import dataclasses
-from contextlib import contextmanager
+from typing import List
 
 import torch
-from torch import Tensor
-
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
+from torch import Tensor
 
-from .heads import _TurboInference, turbo_cycles
+from .heads import TurboMixin
+from .inference import Detections, turbo_cycles
+from .ops import finite_probs
 
 __all__ = ["TurboRCNNWithTTA"]
 
@@ -25,7 +26,7 @@ class TurboRCNNWithTTA(GeneralizedRCNNWithTTA):
     that: each cycle refines the merged boxes from the averaged masks, in the original image,
     and predicts the masks again in every augmentation on the refined boxes, averaged again;
     Maskness rescoring reads the averaged masks. Models whose ROI heads are not turbo heads,
-    or with ``NUM_ITERS`` 0, get Detectron2's TTA unchanged.
+    or with ``num_iters`` 0, get Detectron2's TTA unchanged.
 
     Each cycle costs one more pass of every augmentation (Detectron2's TTA recomputes the
     backbone whenever it predicts masks).
@@ -33,45 +34,36 @@ class TurboRCNNWithTTA(GeneralizedRCNNWithTTA):
 
     def _inference_one_image(self, input):
         heads = self.model.roi_heads
-        if (not isinstance(heads, _TurboInference) or heads.turbo.num_iters == 0
-                or not self.cfg.MODEL.MASK_ON):
+        if (
+            not isinstance(heads, TurboMixin)
+            or heads.turbo.num_iters == 0
+            or not self.cfg.MODEL.MASK_ON
+        ):
             return super()._inference_one_image(input)
-        p = heads.turbo
         orig_shape = (input["height"], input["width"])
         augmented_inputs, tfms = self._get_augmented_inputs(input)
-        with self._turn_off_roi_heads(["mask_on", "keypoint_on"]), _no_cycles(heads):
+        with self._turn_off_roi_heads(["mask_on", "keypoint_on"]), heads.turbo_params(num_iters=0):
             all_boxes, all_scores, all_classes = self._get_augmented_boxes(augmented_inputs, tfms)
         merged = self._merge_detections(all_boxes, all_scores, all_classes, orig_shape)
 
-        def predict(boxes: Tensor, classes: Tensor, counts) -> Tensor:
+        def predict(boxes: Tensor, classes: Tensor, counts: List[int]) -> Tensor:
             """Masks averaged over the augmentations, in ``boxes`` (original image)."""
-            inst = Instances(orig_shape, pred_boxes=Boxes(boxes), pred_classes=classes,
-                             scores=torch.zeros_like(boxes[:, 0]))
+            inst = Instances(
+                orig_shape,
+                pred_boxes=Boxes(boxes),
+                pred_classes=classes,
+                scores=torch.zeros_like(boxes[:, 0]),
+            )
             aug = self._rescale_detected_boxes(augmented_inputs, inst, tfms)
-            probs = self._reduce_pred_masks(self._batch_inference(augmented_inputs, aug), tfms)
-            return torch.nan_to_num(probs[:, 0], nan=0.0, posinf=1.0, neginf=0.0)
+            return finite_probs(
+                self._reduce_pred_masks(self._batch_inference(augmented_inputs, aug), tfms)[:, 0]
+            )
 
-        boxes, classes = merged.pred_boxes.tensor, merged.pred_classes
-        n = len(merged)
-        probs = predict(boxes, classes, [n])
-        image_hw = boxes.new_tensor(orig_shape, dtype=torch.long).expand(n, 2)
-        boxes, probs, scores, m, found = turbo_cycles(
-            p, boxes, classes, torch.nan_to_num(merged.scores, nan=0.0, posinf=1.0, neginf=0.0),
-            probs, image_hw, torch.zeros_like(classes), [n], predict)
-        out = Instances(orig_shape, pred_boxes=Boxes(boxes), scores=scores,
-                        pred_classes=classes, pred_masks=probs[:, None], maskness=m)
-        if p.empty_mask == "drop":
-            out = out[found]
-        out = out[torch.sort(out.scores, descending=True, stable=True).indices]
-        return {"instances": detector_postprocess(out, *orig_shape)}
-
-
-@contextmanager
-def _no_cycles(heads: _TurboInference):
-    """Run the heads without cycles (while TTA only gathers boxes)."""
-    params = heads.turbo
-    heads.turbo = dataclasses.replace(params, num_iters=0)
-    try:
-        yield
-    finally:
-        heads.turbo = params
+        dets = Detections.from_instances([merged])
+        out = turbo_cycles(
+            heads.turbo, dets, predict(dets.boxes, dets.classes, [len(merged)]), predict
+        )
+        (result,) = out.to_instances(
+            dets, [orig_shape], drop_empty=heads.turbo.empty_mask == "drop"
+        )
+        return {"instances": detector_postprocess(result, *orig_shape)}

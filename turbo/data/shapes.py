@@ -1,33 +1,27 @@
-"""Deterministic synthetic instance-segmentation dataset "shapes".
+"""The synthetic instance-segmentation dataset "shapes": its generator and COCO writer.
 
 Every image is a textured, noisy background with 3..18 painted shapes of six classes
 (ellipse, triangle, star, ring, cross, crescent). Shapes are randomly rotated and scaled
-(extent from 8 px to 45% of the shorter image side), may be truncated by the image border and occlude
-each other (later shapes are painted over earlier ones). Masks are drawn as exact binary
-masks (no anti-aliasing) and the image is composited from them, so the annotations are the
-exact visible parts of each instance. Instances whose visible area is below
+(extent from 8 px to 45% of the shorter image side), may be truncated by the image border
+and occlude each other (later shapes are painted over earlier ones). Masks are drawn as exact
+binary masks (no anti-aliasing) and the image is composited from them, so the annotations are
+the exact visible parts of each instance. Instances whose visible area is below
 ``MIN_VISIBLE_FRACTION`` of their full area, or below ``MIN_VISIBLE_PIXELS`` pixels, are
 removed from the scene altogether (not painted), so no visible object lacks a label.
 
 Annotations are COCO json with RLE segmentations (counts as ``str``). Because masks are RLE
 (rings have holes, occluded parts can be disconnected), Detectron2 configs training on these
-data must use ``cfg.INPUT.MASK_FORMAT = "bitmask"``.
-
-Datasets are generated lazily and cached under ``$TURBO_DATASETS`` (default
-``~/.cache/turbo/datasets``) in a folder whose name encodes the generator version, split,
-seed, image count and image size. Generation writes to a temporary folder that is renamed
-into place under a file lock, so concurrent processes never see partial data.
+data must use ``cfg.INPUT.MASK_FORMAT = "bitmask"``. The on-disk cache is
+:mod:`turbo.data.cache`, the Detectron2 registration :mod:`turbo.data.catalog`.
 """
+
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import functools
 import json
 import os
-import shutil
-import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -35,19 +29,10 @@ from PIL import Image
 __all__ = [
     "GENERATOR_VERSION",
     "SHAPE_CLASSES",
+    "NUM_CLASSES",
     "IMAGE_SIZE",
-    "DEFAULT_SPLITS",
-    "ENV_ROOT",
-    "DEFAULT_ROOT",
-    "make_shapes",
     "generate_image",
-    "dataset_root",
-    "split_dir",
-    "ensure_shapes",
-    "register_shapes_split",
-    "register_shapes",
-    "register_tiny_shapes",
-    "shapes_metadata",
+    "make_shapes",
 ]
 
 # Bump whenever the generator's output changes: the cache folder name encodes it.
@@ -56,20 +41,7 @@ GENERATOR_VERSION = 1
 SHAPE_CLASSES: Tuple[str, ...] = ("ellipse", "triangle", "star", "ring", "cross", "crescent")
 NUM_CLASSES = len(SHAPE_CLASSES)
 
-IMAGE_SIZE: Tuple[int, int] = (256, 256)  # (H, W)
-TRAIN_IMAGES, TRAIN_SEED = 2000, 0
-VAL_IMAGES, VAL_SEED = 200, 1
-TUNE_IMAGES, TUNE_SEED = 200, 2
-
-# name -> (split, num_images, seed, image_size)
-DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
-    "shapes_train": ("train", TRAIN_IMAGES, TRAIN_SEED, IMAGE_SIZE),
-    "shapes_val": ("val", VAL_IMAGES, VAL_SEED, IMAGE_SIZE),
-    "shapes_tune": ("tune", TUNE_IMAGES, TUNE_SEED, IMAGE_SIZE),
-}
-
-ENV_ROOT = "TURBO_DATASETS"
-DEFAULT_ROOT = os.path.expanduser("~/.cache/turbo/datasets")
+IMAGE_SIZE: Tuple[int, int] = (256, 256)  # (H, W) of the default splits
 
 MIN_INSTANCES, MAX_INSTANCES = 3, 18
 CROWDED_PROB = 0.3
@@ -150,10 +122,10 @@ def _shape_mask(cls: int, extent: float, rng: np.random.Generator) -> np.ndarray
         lb = r * rng.uniform(0.55, 1.0)
         off = r * rng.uniform(-0.3, 0.3)  # crossing point off-centre along arm a
         arm_a = np.array([[-la, -w / 2], [la, -w / 2], [la, w / 2], [-la, w / 2]])
-        arm_b = np.array([[off - w / 2, -lb], [off + w / 2, -lb], [off + w / 2, lb],
-                          [off - w / 2, lb]])
-        mask = _fill_polygons(size, [_rotate(arm_a, angle, cx, cy),
-                                     _rotate(arm_b, angle, cx, cy)])
+        arm_b = np.array(
+            [[off - w / 2, -lb], [off + w / 2, -lb], [off + w / 2, lb], [off - w / 2, lb]]
+        )
+        mask = _fill_polygons(size, [_rotate(arm_a, angle, cx, cy), _rotate(arm_b, angle, cx, cy)])
     elif name == "crescent":
         r2 = r * rng.uniform(0.75, 1.0)
         d = r * rng.uniform(0.3, 0.6)
@@ -272,9 +244,12 @@ def _label_map(instances: List[dict], keep: List[int], h: int, w: int) -> np.nda
     return label
 
 
-def generate_image(rng: np.random.Generator, image_size: Tuple[int, int] = IMAGE_SIZE,
-                   min_instances: int = MIN_INSTANCES, max_instances: int = MAX_INSTANCES
-                   ) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
+def generate_image(
+    rng: np.random.Generator,
+    image_size: Tuple[int, int] = IMAGE_SIZE,
+    min_instances: int = MIN_INSTANCES,
+    max_instances: int = MAX_INSTANCES,
+) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
     """Generate one scene: (uint8 RGB image HxWx3, [(class index, visible bool mask HxW)]).
 
     The returned masks are pairwise disjoint, listed back to front.
@@ -282,11 +257,18 @@ def generate_image(rng: np.random.Generator, image_size: Tuple[int, int] = IMAGE
     h, w = int(image_size[0]), int(image_size[1])
     crowded = rng.uniform() < CROWDED_PROB
     if crowded:
-        n = int(rng.integers(max(min_instances, (min_instances + max_instances) // 2),
-                             max_instances + 1))
+        n = int(
+            rng.integers(
+                max(min_instances, (min_instances + max_instances) // 2), max_instances + 1
+            )
+        )
         max_frac = MAX_SIZE_FRAC * 0.6
     else:
-        n = int(rng.integers(min_instances, max(min_instances, (min_instances + max_instances) // 2) + 1))
+        n = int(
+            rng.integers(
+                min_instances, max(min_instances, (min_instances + max_instances) // 2) + 1
+            )
+        )
         max_frac = MAX_SIZE_FRAC
     max_size = max(MIN_SIZE + 1.0, max_frac * min(h, w))
 
@@ -310,9 +292,12 @@ def generate_image(rng: np.random.Generator, image_size: Tuple[int, int] = IMAGE
     while True:
         label = _label_map(instances, keep, h, w)
         counts = np.bincount(label.ravel() + 1, minlength=len(instances) + 1)[1:]
-        bad = [k for k in keep
-               if counts[k] < MIN_VISIBLE_PIXELS
-               or counts[k] < MIN_VISIBLE_FRACTION * instances[k]["full"]]
+        bad = [
+            k
+            for k in keep
+            if counts[k] < MIN_VISIBLE_PIXELS
+            or counts[k] < MIN_VISIBLE_FRACTION * instances[k]["full"]
+        ]
         if not bad:
             break
         keep = [k for k in keep if k not in bad]
@@ -344,8 +329,14 @@ def _categories() -> List[dict]:
     return [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPE_CLASSES)]
 
 
-def _render_one(img_dir: str, seed: int, idx: int, image_size: Tuple[int, int],
-                min_instances: int, max_instances: int) -> Tuple[dict, List[dict]]:
+def _render_one(
+    img_dir: str,
+    seed: int,
+    idx: int,
+    image_size: Tuple[int, int],
+    min_instances: int,
+    max_instances: int,
+) -> Tuple[dict, List[dict]]:
     """Generate image ``idx``, write its PNG; return its image entry and annotations (no ids)."""
     from pycocotools import mask as mask_util
 
@@ -360,14 +351,16 @@ def _render_one(img_dir: str, seed: int, idx: int, image_size: Tuple[int, int],
         rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
         ys, xs = np.nonzero(m)
         x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-        anns.append({
-            "image_id": image_id,
-            "category_id": cls + 1,
-            "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
-            "area": float(m.sum()),
-            "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
-            "iscrowd": 0,
-        })
+        anns.append(
+            {
+                "image_id": image_id,
+                "category_id": cls + 1,
+                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                "area": float(m.sum()),
+                "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
+                "iscrowd": 0,
+            }
+        )
     return {"id": image_id, "file_name": file_name, "height": h, "width": w}, anns
 
 
@@ -378,10 +371,16 @@ def _default_workers(num_images: int) -> int:
     return 1 if num_images < 32 else max(1, min(8, os.cpu_count() or 1))
 
 
-def make_shapes(out_dir: str, split: str, num_images: int, seed: int,
-                image_size: Tuple[int, int] = IMAGE_SIZE,
-                min_instances: int = MIN_INSTANCES, max_instances: int = MAX_INSTANCES,
-                num_workers: Optional[int] = None) -> str:
+def make_shapes(
+    out_dir: str,
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = IMAGE_SIZE,
+    min_instances: int = MIN_INSTANCES,
+    max_instances: int = MAX_INSTANCES,
+    num_workers: Optional[int] = None,
+) -> str:
     """Write ``out_dir/<split>/<NNNNNN>.png`` and ``out_dir/<split>.json`` (COCO format).
 
     Deterministic: the same arguments give byte-identical files, whatever ``num_workers``
@@ -395,8 +394,14 @@ def make_shapes(out_dir: str, split: str, num_images: int, seed: int,
     n = int(num_images)
     if num_workers is None:
         num_workers = _default_workers(n)
-    job = functools.partial(_render_one, img_dir, int(seed), image_size=(h, w),
-                            min_instances=min_instances, max_instances=max_instances)
+    job = functools.partial(
+        _render_one,
+        img_dir,
+        int(seed),
+        image_size=(h, w),
+        min_instances=min_instances,
+        max_instances=max_instances,
+    )
     if num_workers <= 1:
         results = [job(i) for i in range(n)]
     else:
@@ -411,9 +416,14 @@ def make_shapes(out_dir: str, split: str, num_images: int, seed: int,
             a["id"] = len(annotations) + 1
             annotations.append(a)
     data = {
-        "info": {"description": "turbo synthetic shapes", "split": split, "seed": int(seed),
-                 "num_images": int(num_images), "image_size": [h, w],
-                 "generator_version": GENERATOR_VERSION},
+        "info": {
+            "description": "turbo synthetic shapes",
+            "split": split,
+            "seed": int(seed),
+            "num_images": int(num_images),
+            "image_size": [h, w],
+            "generator_version": GENERATOR_VERSION,
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -422,130 +432,3 @@ def make_shapes(out_dir: str, split: str, num_images: int, seed: int,
     json_path = os.path.join(out_dir, f"{split}.json")
     _dump_json(data, json_path)
     return json_path
-
-
-# --------------------------------------------------------------------------------------
-# Cache on disk
-# --------------------------------------------------------------------------------------
-def dataset_root(root: Optional[str] = None) -> str:
-    """Cache root: ``root`` if given, else ``$TURBO_DATASETS``, else ``~/.cache/turbo/datasets``."""
-    if root is None:
-        root = os.environ.get(ENV_ROOT) or DEFAULT_ROOT
-    return os.path.abspath(os.path.expanduser(root))
-
-
-def split_dir(split: str, num_images: int, seed: int, image_size: Tuple[int, int] = IMAGE_SIZE,
-              root: Optional[str] = None) -> str:
-    """Folder holding ``<split>.json`` and ``<split>/`` for these generator parameters."""
-    h, w = int(image_size[0]), int(image_size[1])
-    name = f"shapes-v{GENERATOR_VERSION}-{split}-seed{int(seed)}-n{int(num_images)}-{h}x{w}"
-    return os.path.join(dataset_root(root), name)
-
-
-@contextlib.contextmanager
-def _file_lock(path: str):
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def ensure_shapes(split: str, num_images: int, seed: int,
-                  image_size: Tuple[int, int] = IMAGE_SIZE,
-                  root: Optional[str] = None) -> Tuple[str, str]:
-    """Generate the split into the cache if missing. Returns (json_file, image_root).
-
-    Safe with concurrent callers: generation happens in a temporary folder under an
-    exclusive file lock and is moved into place with an atomic rename.
-    """
-    final = split_dir(split, num_images, seed, image_size, root)
-    json_file = os.path.join(final, f"{split}.json")
-    image_root = os.path.join(final, split)
-    if os.path.isfile(json_file):
-        return json_file, image_root
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    with _file_lock(final + ".lock"):
-        if not os.path.isfile(json_file):
-            tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-", dir=parent)
-            try:
-                make_shapes(tmp, split, num_images, seed, image_size)
-                if os.path.isdir(final):  # stale incomplete folder (not ours to trust)
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            finally:
-                if os.path.isdir(tmp):
-                    shutil.rmtree(tmp, ignore_errors=True)
-    return json_file, image_root
-
-
-# --------------------------------------------------------------------------------------
-# Detectron2 registration
-# --------------------------------------------------------------------------------------
-def shapes_metadata() -> dict:
-    return {
-        "thing_classes": list(SHAPE_CLASSES),
-        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(NUM_CLASSES)},
-        "evaluator_type": "coco",
-    }
-
-
-def register_shapes_split(name: str, split: str, num_images: int, seed: int,
-                          image_size: Tuple[int, int] = IMAGE_SIZE, root: Optional[str] = None,
-                          eager: bool = False) -> str:
-    """Register one shapes split as Detectron2 dataset ``name``; returns its json path.
-
-    Uses ``register_coco_instances`` (metadata: json_file, image_root, evaluator_type "coco",
-    thing_classes); the DatasetCatalog loader generates the data on first use. With
-    ``eager=True`` the data are generated now (needed before building a COCOEvaluator
-    without loading the dataset first; :func:`ensure_shapes` does the same). Names already
-    in the DatasetCatalog are left untouched (idempotent).
-    """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.datasets import load_coco_json, register_coco_instances
-
-    if name in DatasetCatalog.list():
-        return MetadataCatalog.get(name).json_file
-    root = dataset_root(root)
-    final = split_dir(split, num_images, seed, image_size, root)
-    json_file = os.path.join(final, f"{split}.json")
-    image_root = os.path.join(final, split)
-    if eager:
-        ensure_shapes(split, num_images, seed, image_size, root)
-    meta = shapes_metadata()
-    meta.pop("evaluator_type")  # register_coco_instances sets evaluator_type="coco" itself
-    register_coco_instances(name, meta, json_file, image_root)
-
-    def _load():
-        ensure_shapes(split, num_images, seed, image_size, root)
-        return load_coco_json(json_file, image_root, name)
-
-    DatasetCatalog.remove(name)  # swap in the lazily generating loader
-    DatasetCatalog.register(name, _load)
-    return json_file
-
-
-def register_shapes(root: Optional[str] = None,
-                    splits: Iterable[str] = tuple(DEFAULT_SPLITS),
-                    eager: bool = False) -> Dict[str, str]:
-    """Register ``shapes_train`` / ``shapes_val`` / ``shapes_tune`` (or the given subset).
-
-    Returns {name: json_file}. Idempotent.
-    """
-    out = {}
-    for name in splits:
-        split, n, seed, size = DEFAULT_SPLITS[name]
-        out[name] = register_shapes_split(name, split, n, seed, size, root=root, eager=eager)
-    return out
-
-
-def register_tiny_shapes(root: Optional[str] = None, name: str = "shapes_tiny",
-                         num_images: int = 4, seed: int = 1234,
-                         image_size: Tuple[int, int] = (64, 96), eager: bool = False) -> str:
-    """Register a tiny shapes dataset (for tests and smoke runs); returns its json path."""
-    return register_shapes_split(name, name, num_images, seed, image_size, root=root, eager=eager)

@@ -1,87 +1,41 @@
 """Reliability and scale of the turbo heads on small real models: empty inputs, degenerate
 boxes and non-finite predictions, tiny and very large images, batches, class-agnostic masks,
-determinism, host syncs, and Detectron2's test-time augmentation (TTA)."""
+determinism and host syncs."""
+
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from detectron2.modeling import BACKBONE_REGISTRY, GeneralizedRCNNWithTTA, build_backbone
+from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
 
-import turbo.heads
 from turbo import ops
-from turbo.eval import count_host_syncs
-from turbo.heads import TurboCascadeROIHeads, TurboROIHeads
-
-from conftest import build, make_images, tiny_cfg
+from turbo.models import run_prefix
+from turbo.testing import (
+    assert_masks_predicted_in_boxes,
+    assert_same_instances,
+    assert_valid_model_outputs,
+    assert_valid_roi_outputs,
+    build,
+    count_host_syncs,
+    make_images,
+    tiny_cfg,
+)
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: one thread is as fast, and far faster on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _t(x, name):
-    v = x.get(name)
-    return v.tensor if isinstance(v, Boxes) else v
-
-
 def _features(model, inputs):
-    with torch.no_grad():
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features, None)
-    return images, features, proposals
+    prefix = run_prefix(model, inputs)
+    return prefix.images, prefix.features, prefix.proposals
 
 
 def _roi(model, images, features, proposals):
     with torch.no_grad():
         return model.roi_heads(images, features, proposals, None)[0]
-
-
-def _assert_valid(inst, mask_size=28):
-    """Finite fields, boxes XYXY, masks (N, 1, M, M) in [0, 1], scores sorted."""
-    n = len(inst)
-    b = inst.pred_boxes.tensor
-    assert b.shape == (n, 4) and torch.isfinite(b).all()
-    assert inst.scores.shape == (n,) and torch.isfinite(inst.scores).all()
-    assert torch.all(inst.scores[:-1] >= inst.scores[1:])
-    assert inst.pred_masks.shape == (n, 1, mask_size, mask_size)
-    assert torch.isfinite(inst.pred_masks).all()
-    assert torch.all((inst.pred_masks >= 0) & (inst.pred_masks <= 1))
-    if inst.has("maskness"):
-        assert torch.isfinite(inst.maskness).all()
-        assert torch.all((inst.maskness >= 0) & (inst.maskness <= 1))
-
-
-def _assert_same(a, b, exact=True):
-    assert a.image_size == b.image_size and len(a) == len(b)
-    assert set(a.get_fields()) == set(b.get_fields())
-    for f in a.get_fields():
-        if exact or _t(a, f).dtype in (torch.bool, torch.long):
-            assert torch.equal(_t(a, f), _t(b, f)), f
-        else:
-            torch.testing.assert_close(_t(a, f), _t(b, f), rtol=1e-4, atol=1e-4,
-                                       msg=lambda m: f"{f}: {m}")
-
-
-def _assert_masks_from_boxes(model, features, outputs):
-    """Every output mask is the mask head's prediction in its output box."""
-    again = model.roi_heads.forward_with_given_boxes(
-        features, [Instances(o.image_size, pred_boxes=o.pred_boxes, pred_classes=o.pred_classes)
-                   for o in outputs])
-    for o, a in zip(outputs, again):
-        torch.testing.assert_close(o.pred_masks, torch.nan_to_num(a.pred_masks, nan=0.0))
 
 
 def _without(instances, index):
@@ -97,8 +51,9 @@ def _without(instances, index):
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("soft,iters", [(True, 1), (False, 1), (True, 0)])
 def test_images_without_proposals(head, soft, iters):
-    m = build(tiny_cfg(head, **{"MODEL.TURBO.SOFT_NMS.ENABLED": soft,
-                                "MODEL.TURBO.NUM_ITERS": iters}))
+    m = build(
+        tiny_cfg(head, **{"MODEL.TURBO.SOFT_NMS.ENABLED": soft, "MODEL.TURBO.NUM_ITERS": iters})
+    )
     images, features, proposals = _features(m, make_images(((64, 96), (80, 64), (72, 72))))
     full = _roi(m, images, features, proposals)
     assert all(len(x) > 0 for x in full)
@@ -108,7 +63,7 @@ def test_images_without_proposals(head, soft, iters):
     assert set(mixed[1].get_fields()) == set(full[1].get_fields())
     assert mixed[1].pred_masks.shape == (0, 1, 28, 28)
     for i in (0, 2):
-        _assert_same(mixed[i], full[i])
+        assert_same_instances(mixed[i], full[i])
     # no image has a proposal
     none = _roi(m, images, features, [p[:0] for p in proposals])
     for x, f in zip(none, full):
@@ -121,11 +76,11 @@ def test_turbo_cycle_on_mixed_empty_and_full_images(head):
     m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2}))
     images, features, proposals = _features(m, make_images(((64, 96), (80, 64), (72, 72))))
     with torch.no_grad():
-        det = m.roi_heads._detect(features, proposals)
-        full = m.roi_heads._turbo_masks(features, det)
-        mixed = m.roi_heads._turbo_masks(features, _without(_without(det, 0), 2))
-        none = m.roi_heads._turbo_masks(features, [d[:0] for d in det])
-    _assert_same(mixed[1], full[1])
+        det = m.roi_heads.detect(features, proposals)
+        full = m.roi_heads.refine(features, det)
+        mixed = m.roi_heads.refine(features, _without(_without(det, 0), 2))
+        none = m.roi_heads.refine(features, [d[:0] for d in det])
+    assert_same_instances(mixed[1], full[1])
     for x in (mixed[0], mixed[2]) + tuple(none):
         assert len(x) == 0 and x.pred_masks.shape == (0, 1, 28, 28)
         assert x.maskness.shape == (0,)
@@ -134,17 +89,19 @@ def test_turbo_cycle_on_mixed_empty_and_full_images(head):
 # ------------------------------------------------------------------------------------------
 # Degenerate boxes, non-finite and constant predictions
 # ------------------------------------------------------------------------------------------
-_DEGENERATE = torch.tensor([
-    [10.0, 10.0, 10.0, 30.0],  # zero width
-    [10.0, 10.0, 30.0, 10.0],  # zero height
-    [0.0, 0.0, 0.0, 0.0],  # a point
-    [30.0, 20.0, 20.0, 40.0],  # inverted
-    [300.0, 200.0, 360.0, 230.0],  # wholly outside (right, below)
-    [-50.0, 5.0, -10.0, 30.0],  # wholly outside (left)
-    [-20.0, -20.0, 20.0, 20.0],  # partly outside
-    [40.0, 50.0, 120.0, 90.0],  # partly outside (right, below)
-    [5.0, 5.0, 40.0, 40.0],  # ordinary
-])
+_DEGENERATE = torch.tensor(
+    [
+        [10.0, 10.0, 10.0, 30.0],  # zero width
+        [10.0, 10.0, 30.0, 10.0],  # zero height
+        [0.0, 0.0, 0.0, 0.0],  # a point
+        [30.0, 20.0, 20.0, 40.0],  # inverted
+        [300.0, 200.0, 360.0, 230.0],  # wholly outside (right, below)
+        [-50.0, 5.0, -10.0, 30.0],  # wholly outside (left)
+        [-20.0, -20.0, 20.0, 20.0],  # partly outside
+        [40.0, 50.0, 120.0, 90.0],  # partly outside (right, below)
+        [5.0, 5.0, 40.0, 40.0],  # ordinary
+    ]
+)
 _NO_PIXEL = 6  # the first six rows hold no pixel of the image
 _SCORES = torch.tensor([0.5, float("nan"), float("inf"), float("-inf"), 0.3, 0.3, 0.9, 0.2, 0.6])
 
@@ -152,8 +109,7 @@ _SCORES = torch.tensor([0.5, float("nan"), float("inf"), float("-inf"), 0.3, 0.3
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("empty_mask", ["keep", "drop"])
 def test_degenerate_boxes_in_the_turbo_cycle(head, empty_mask):
-    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2,
-                                "MODEL.TURBO.EMPTY_MASK": empty_mask}))
+    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.EMPTY_MASK": empty_mask}))
     images, features, _ = _features(m, make_images(((64, 96), (80, 64))))
     inst = []
     for size in images.image_sizes:
@@ -163,10 +119,10 @@ def test_degenerate_boxes_in_the_turbo_cycle(head, empty_mask):
         x.pred_classes = torch.arange(len(_DEGENERATE)) % 3
         inst.append(x)
     with torch.no_grad():
-        out = m.roi_heads._turbo_masks(features, inst)
+        out = m.roi_heads.refine(features, inst)
     p = m.roi_heads.turbo
     for o, size in zip(out, images.image_sizes):
-        _assert_valid(o)
+        assert_valid_roi_outputs(o)
         h, w = size
         keys = [tuple(b.tolist()) for b in o.pred_boxes.tensor]
         row = {k: i for i, k in enumerate(keys)}
@@ -184,16 +140,21 @@ def test_degenerate_boxes_in_the_turbo_cycle(head, empty_mask):
             i = [row[tuple(_DEGENERATE[k].tolist())] for k in (1, 2, 3)]
             assert o.scores[i[0]] == 0 and o.scores[i[2]] == 0
             torch.testing.assert_close(
-                o.scores[i[1]], 1 - p.maskness_weight + p.maskness_weight * o.maskness[i[1]])
+                o.scores[i[1]], 1 - p.maskness_weight + p.maskness_weight * o.maskness[i[1]]
+            )
         assert torch.all(o.scores <= 1)
-    _assert_masks_from_boxes(m, features, out)
+    assert_masks_predicted_in_boxes(m.roi_heads, features, out)
 
 
 def _patch(model, what):
     rh = model.roi_heads
     mask = rh.mask_head.predictor
-    cls = [p.cls_score for p in (rh.box_predictor if isinstance(rh.box_predictor, nn.ModuleList)
-                                 else [rh.box_predictor])]
+    cls = [
+        p.cls_score
+        for p in (
+            rh.box_predictor if isinstance(rh.box_predictor, nn.ModuleList) else [rh.box_predictor]
+        )
+    ]
     with torch.no_grad():
         if what == "mask_nan":
             mask.bias.fill_(float("nan"))
@@ -218,18 +179,28 @@ def _patch(model, what):
 
 
 @pytest.mark.parametrize("head", HEADS)
-@pytest.mark.parametrize("what", ["mask_nan", "mask_inf", "mask_neg_inf", "mask_weight_inf",
-                                  "mask_constant", "cls_nan", "cls_equal"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "mask_nan",
+        "mask_inf",
+        "mask_neg_inf",
+        "mask_weight_inf",
+        "mask_constant",
+        "cls_nan",
+        "cls_equal",
+    ],
+)
 def test_nonfinite_and_constant_predictions(head, what):
     m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2}))
     _patch(m, what)
     p = m.roi_heads.turbo
     images, features, proposals = _features(m, make_images())
     with torch.no_grad():
-        det = m.roi_heads._detect(features, proposals)
+        det = m.roi_heads.detect(features, proposals)
     out = _roi(m, images, features, proposals)
     for o, d in zip(out, det):
-        _assert_valid(o)
+        assert_valid_roi_outputs(o)
         if what == "cls_nan":  # NaN class scores: no detection survives, as upstream
             assert len(d) == 0 and len(o) == 0
             continue
@@ -239,7 +210,8 @@ def test_nonfinite_and_constant_predictions(head, what):
             # a NaN mask is an empty mask: Maskness 0, the detector's box is kept
             assert torch.all(o.maskness == 0)
             assert {tuple(b.tolist()) for b in o.pred_boxes.tensor} == {
-                tuple(b.tolist()) for b in d.pred_boxes.tensor}
+                tuple(b.tolist()) for b in d.pred_boxes.tensor
+            }
             expect = det_scores * (1 - p.maskness_weight)
             torch.testing.assert_close(o.scores, expect.sort(descending=True).values)
         elif what == "mask_inf":  # all-one masks: Maskness 1, scores untouched
@@ -250,7 +222,7 @@ def test_nonfinite_and_constant_predictions(head, what):
     if what == "cls_equal":  # ties everywhere: still reproducible
         again = _roi(m, images, features, proposals)
         for a, b in zip(out, again):
-            _assert_same(a, b)
+            assert_same_instances(a, b)
     # through the whole model: the pasted masks are booleans of image size
     with torch.no_grad():
         res = m(make_images())
@@ -263,27 +235,17 @@ def test_nonfinite_and_constant_predictions(head, what):
 # ------------------------------------------------------------------------------------------
 # Tiny and very large images, big batches
 # ------------------------------------------------------------------------------------------
-def _check_model_outputs(outputs, inputs):
-    for r, x in zip(outputs, inputs):
-        inst = r["instances"]
-        h, w = x["height"], x["width"]
-        assert inst.image_size == (h, w)
-        assert inst.pred_masks.shape == (len(inst), h, w) and inst.pred_masks.dtype == torch.bool
-        b = inst.pred_boxes.tensor
-        assert torch.isfinite(b).all() and torch.isfinite(inst.scores).all()
-        assert torch.all(b[:, :2] >= 0) and torch.all(b[:, 2] <= w) and torch.all(b[:, 3] <= h)
-        assert torch.all(b[:, 2:] >= b[:, :2])
-
-
 @pytest.mark.parametrize("head", HEADS)
 def test_tiny_images(head):
     m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2}))
     g = torch.Generator().manual_seed(0)
-    inputs = [{"image": torch.rand(3, h, w, generator=g) * 255, "height": h, "width": w}
-              for h, w in ((16, 16), (5, 7), (1, 1))]
+    inputs = [
+        {"image": torch.rand(3, h, w, generator=g) * 255, "height": h, "width": w}
+        for h, w in ((16, 16), (5, 7), (1, 1))
+    ]
     with torch.no_grad():
         out = m(copy.deepcopy(inputs))
-    _check_model_outputs(out, inputs)
+    assert_valid_model_outputs(out, inputs)
     assert len(out[0]["instances"]) > 0
 
 
@@ -295,8 +257,8 @@ class _PoolFPN(Backbone):
         super().__init__()
         self.proj = nn.Conv2d(3, channels, 1)
         self._out_features = [f"p{k}" for k in range(2, 7)]
-        self._out_feature_strides = {f"p{k}": 2 ** k for k in range(2, 7)}
-        self._out_feature_channels = {f: channels for f in self._out_features}
+        self._out_feature_strides = {f"p{k}": 2**k for k in range(2, 7)}
+        self._out_feature_channels = dict.fromkeys(self._out_features, channels)
 
     @property
     def size_divisibility(self):
@@ -312,6 +274,7 @@ class _PoolFPN(Backbone):
 
 
 if "build_turbo_test_pool_fpn" not in BACKBONE_REGISTRY:
+
     @BACKBONE_REGISTRY.register()
     def build_turbo_test_pool_fpn(cfg, input_shape):
         return _PoolFPN(cfg.MODEL.FPN.OUT_CHANNELS)
@@ -323,9 +286,13 @@ def test_very_large_image(head):
     does not grow with the image; a ResNet on 16 Mpixels would dominate the run, hence the
     pooling backbone."""
     size = 4000
-    over = {"MODEL.BACKBONE.NAME": "build_turbo_test_pool_fpn", "MODEL.FPN.OUT_CHANNELS": 8,
-            "INPUT.MAX_SIZE_TEST": size, "TEST.DETECTIONS_PER_IMAGE": 8,
-            "MODEL.ANCHOR_GENERATOR.SIZES": [[256], [512], [1024], [2048], [4096]]}
+    over = {
+        "MODEL.BACKBONE.NAME": "build_turbo_test_pool_fpn",
+        "MODEL.FPN.OUT_CHANNELS": 8,
+        "INPUT.MAX_SIZE_TEST": size,
+        "TEST.DETECTIONS_PER_IMAGE": 8,
+        "MODEL.ANCHOR_GENERATOR.SIZES": [[256], [512], [1024], [2048], [4096]],
+    }
     m0 = build(tiny_cfg(head, **{**over, "MODEL.TURBO.NUM_ITERS": 0}))
     m1 = build(tiny_cfg(head, **over), state_dict=m0.state_dict())
     g = torch.Generator().manual_seed(0)
@@ -336,42 +303,50 @@ def test_very_large_image(head):
     vanilla = _roi(m0, images, features, proposals)[0]
     out = _roi(m1, images, features, proposals)[0]
     assert len(out) == len(vanilla) > 0
-    _assert_valid(out)
+    assert_valid_roi_outputs(out)
     # one cycle as defined, in the large frame
     p = m1.roi_heads.turbo
     probs = vanilla.pred_masks[:, 0]
     mb, _ = ops.mask_boxes(probs, vanilla.pred_boxes.tensor, (size, size), p.box_thresh)
     boxes = p.box_fusion * vanilla.pred_boxes.tensor + (1 - p.box_fusion) * mb
-    scores = vanilla.scores * (1 - p.maskness_weight
-                               + p.maskness_weight * ops.maskness(probs, p.maskness_thresh))
+    scores = vanilla.scores * (
+        1 - p.maskness_weight + p.maskness_weight * ops.maskness(probs, p.maskness_thresh)
+    )
     order = torch.sort(scores, descending=True, stable=True).indices
     torch.testing.assert_close(out.pred_boxes.tensor, boxes[order])
     torch.testing.assert_close(out.scores, scores[order])
     assert (out.pred_boxes.tensor[:, 2:] - out.pred_boxes.tensor[:, :2]).max() > 100
-    _assert_masks_from_boxes(m1, features, [out])
+    assert_masks_predicted_in_boxes(m1.roi_heads, features, [out])
     with torch.no_grad():
         res = m1(inputs)
-    _check_model_outputs(res, inputs)
+    assert_valid_model_outputs(res, inputs)
 
 
-@pytest.mark.parametrize("head,repredict_iou", [("TurboROIHeads", 1.0), ("TurboROIHeads", 0.7),
-                                                ("TurboCascadeROIHeads", 1.0),
-                                                ("TurboCascadeROIHeads", 0.7)])
+@pytest.mark.parametrize(
+    "head,repredict_iou",
+    [
+        ("TurboROIHeads", 1.0),
+        ("TurboROIHeads", 0.7),
+        ("TurboCascadeROIHeads", 1.0),
+        ("TurboCascadeROIHeads", 0.7),
+    ],
+)
 def test_batch_equals_images_alone(head, repredict_iou):
     """Six images of different sizes in one batch: each image's ROI-head outputs equal those
     of the image alone. (The ROI heads are compared on the same features: a CNN backbone on
     a zero-padded batch legitimately differs in the last bits from the image alone.)"""
-    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2,
-                                "MODEL.TURBO.REPREDICT_IOU": repredict_iou}))
+    m = build(
+        tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.REPREDICT_IOU": repredict_iou})
+    )
     sizes = ((100, 128), (128, 97), (112, 112), (97, 101), (64, 200), (120, 99))
     images, features, proposals = _features(m, make_images(sizes))
     batch = _roi(m, images, features, proposals)
     assert len(batch) == 6 and all(len(x) > 0 for x in batch)
     for i, b in enumerate(batch):
-        one = ImageList(images.tensor[i: i + 1], [images.image_sizes[i]])
-        alone = _roi(m, one, {k: v[i: i + 1] for k, v in features.items()}, [proposals[i]])[0]
+        one = ImageList(images.tensor[i : i + 1], [images.image_sizes[i]])
+        alone = _roi(m, one, {k: v[i : i + 1] for k, v in features.items()}, [proposals[i]])[0]
         # exact on the default path; a subset re-prediction batches rows differently
-        _assert_same(b, alone, exact=repredict_iou >= 1.0)
+        assert_same_instances(b, alone, exact=repredict_iou >= 1.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -379,46 +354,46 @@ def test_batch_equals_images_alone(head, repredict_iou):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("head", HEADS)
 def test_class_agnostic_masks(head):
-    m = build(tiny_cfg(head, **{"MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": True,
-                                "MODEL.TURBO.NUM_ITERS": 2}))
+    m = build(
+        tiny_cfg(
+            head, **{"MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": True, "MODEL.TURBO.NUM_ITERS": 2}
+        )
+    )
     assert m.roi_heads.mask_head.predictor.out_channels == 1
     images, features, proposals = _features(m, make_images())
     out = _roi(m, images, features, proposals)
     assert sum(len(o) for o in out) > 0
     assert len({int(c) for o in out for c in o.pred_classes}) > 1
     for o in out:
-        _assert_valid(o)
-    _assert_masks_from_boxes(m, features, out)
+        assert_valid_roi_outputs(o)
+    assert_masks_predicted_in_boxes(m.roi_heads, features, out)
     with torch.no_grad():
         res = m(make_images())
-    _check_model_outputs(res, make_images())
-
-
-@pytest.mark.parametrize("cls", [TurboROIHeads, TurboCascadeROIHeads])
-def test_construction_without_mask_head_is_refused(cls):
-    cfg = tiny_cfg(cls.__name__)
-    kwargs = cls.from_config(cfg, build_backbone(cfg).output_shape())
-    for k in ("mask_in_features", "mask_pooler", "mask_head"):
-        kwargs.pop(k)
-    with pytest.raises(ValueError, match="needs a mask head"):
-        cls(**kwargs)
+    assert_valid_model_outputs(res, make_images())
 
 
 # ------------------------------------------------------------------------------------------
 # Determinism
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("head,repredict_iou", [("TurboCascadeROIHeads", 1.0),
-                                                ("TurboCascadeROIHeads", 0.8),
-                                                ("TurboROIHeads", 0.8)])
+@pytest.mark.parametrize(
+    "head,repredict_iou",
+    [
+        ("TurboCascadeROIHeads", 1.0),
+        ("TurboCascadeROIHeads", 0.8),
+        ("TurboROIHeads", 1.0),
+        ("TurboROIHeads", 0.8),
+    ],
+)
 def test_deterministic(head, repredict_iou):
-    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2,
-                                "MODEL.TURBO.REPREDICT_IOU": repredict_iou}))
+    m = build(
+        tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.REPREDICT_IOU": repredict_iou})
+    )
     with torch.no_grad():
         a = m(make_images())
         b = m(make_images())
     assert sum(len(x["instances"]) for x in a) > 0
     for ra, rb in zip(a, b):
-        _assert_same(ra["instances"], rb["instances"])
+        assert_same_instances(ra["instances"], rb["instances"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -433,130 +408,17 @@ def test_turbo_cycles_make_no_host_sync(head):
     images, features, proposals = _features(m, make_images())
     rh = m.roi_heads
     with torch.no_grad():
-        det = rh._detect(features, proposals)
+        det = rh.detect(features, proposals)
         with count_host_syncs(rh) as syncs:
-            out = rh._turbo_masks(features, det)
+            out = rh.refine(features, det)
     assert sum(len(o) for o in out) > 0
     assert syncs == []
 
     # the counter does see syncs: the adaptive path selects rows by value
-    adaptive = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 3,
-                                       "MODEL.TURBO.REPREDICT_IOU": 0.9}),
-                     state_dict=m.state_dict())
+    adaptive = build(
+        tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 3, "MODEL.TURBO.REPREDICT_IOU": 0.9}),
+        state_dict=m.state_dict(),
+    )
     with torch.no_grad(), count_host_syncs(adaptive.roi_heads) as syncs:
-        adaptive.roi_heads._turbo_masks(features, det)
+        adaptive.roi_heads.refine(features, det)
     assert "Tensor.tolist" in syncs and "aten::nonzero" in syncs
-
-
-# ------------------------------------------------------------------------------------------
-# Test-time augmentation
-# ------------------------------------------------------------------------------------------
-def _tta_cfg(head, **overrides):
-    cfg = tiny_cfg(head, **overrides)
-    cfg.TEST.AUG.ENABLED = True
-    cfg.TEST.AUG.MIN_SIZES = (48, 64, 80)
-    cfg.TEST.AUG.MAX_SIZE = 160
-    cfg.TEST.AUG.FLIP = True
-    return cfg
-
-
-@pytest.mark.parametrize("head", HEADS)
-def test_test_time_augmentation(head, monkeypatch, caplog):
-    """Detectron2's TTA with the turbo heads: Soft-NMS detection in each augmentation, plain
-    masks averaged over the augmentations on the merged boxes, no turbo cycle."""
-    cfg = _tta_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2})
-    m = build(cfg)
-    calls = {"soft_nms": 0, "turbo": 0}
-    soft_nms = turbo.heads.soft_nms_detections
-
-    def counting_soft_nms(*args, **kwargs):
-        calls["soft_nms"] += 1
-        return soft_nms(*args, **kwargs)
-
-    def no_cycles(*args, **kwargs):
-        calls["turbo"] += 1
-        raise AssertionError("turbo cycles under TTA")
-
-    monkeypatch.setattr(turbo.heads, "soft_nms_detections", counting_soft_nms)
-    monkeypatch.setattr(m.roi_heads, "_turbo_masks", no_cycles)
-    inputs = make_images()
-    for x in inputs:
-        x["image"] = x["image"].to(torch.uint8)
-    import collections
-
-    import detectron2.utils.logger as d2_logger
-
-    monkeypatch.setattr(d2_logger, "_LOG_COUNTER", collections.Counter())  # log_first_n anew
-    with torch.no_grad(), caplog.at_level("WARNING", logger="turbo.heads"):
-        out = GeneralizedRCNNWithTTA(cfg, m, batch_size=3)(copy.deepcopy(inputs))
-    # not silent: the user is told the cycles are not applied
-    assert "turbo cycles and Maskness rescoring are not applied under TTA" in caplog.text
-    # 3 sizes x 2 flips = 6 augmented images per input, in batches of 3
-    assert calls == {"soft_nms": 2 * len(inputs), "turbo": 0}
-    assert m.roi_heads.mask_on  # TTA restored it
-    _check_model_outputs(out, inputs)
-    assert all(len(r["instances"]) > 0 for r in out)
-    _masks_in_boxes(out)
-
-    # NUM_ITERS does not matter under TTA: the same outputs as without cycles
-    monkeypatch.undo()
-    m0 = build(_tta_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 0}), state_dict=m.state_dict())
-    with torch.no_grad():
-        ref = GeneralizedRCNNWithTTA(cfg, m0, batch_size=3)(copy.deepcopy(inputs))
-    for a, b in zip(out, ref):
-        _assert_same(a["instances"], b["instances"])
-
-
-def _masks_in_boxes(outputs):
-    for r in outputs:
-        inst = r["instances"]
-        for mask, b in zip(inst.pred_masks, inst.pred_boxes.tensor):
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            if len(xs):
-                slack = (b[2:] - b[:2]) / 28 + 1
-                assert xs.min() >= b[0] - slack[0] and xs.max() + 1 <= b[2] + slack[0]
-                assert ys.min() >= b[1] - slack[1] and ys.max() + 1 <= b[3] + slack[1]
-
-
-@pytest.mark.parametrize("head", HEADS)
-def test_turbo_tta_runs_the_cycles(head, monkeypatch, caplog):
-    """turbo.tta.TurboRCNNWithTTA: NUM_ITERS 0 is Detectron2's TTA exactly; with cycles, the
-    merged boxes are refined from the augmentation-averaged masks, and masks re-averaged."""
-    from turbo.tta import TurboRCNNWithTTA
-
-    inputs = make_images()
-    for x in inputs:
-        x["image"] = x["image"].to(torch.uint8)
-    cfg0 = _tta_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 0})
-    m0 = build(cfg0)
-    with torch.no_grad():
-        ref = GeneralizedRCNNWithTTA(cfg0, m0, batch_size=3)(copy.deepcopy(inputs))
-        same = TurboRCNNWithTTA(cfg0, m0, batch_size=3)(copy.deepcopy(inputs))
-    for a, b in zip(ref, same):
-        _assert_same(a["instances"], b["instances"])
-
-    cfg = _tta_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 1})
-    m1 = build(cfg, state_dict=m0.state_dict())
-    calls = {"cycles": 0}
-    cycles = turbo.tta.turbo_cycles
-
-    def counting(*args, **kwargs):
-        calls["cycles"] += 1
-        return cycles(*args, **kwargs)
-
-    monkeypatch.setattr(turbo.tta, "turbo_cycles", counting)
-    with torch.no_grad(), caplog.at_level("WARNING", logger="turbo.heads"):
-        out = TurboRCNNWithTTA(cfg, m1, batch_size=3)(copy.deepcopy(inputs))
-    assert "not applied under TTA" not in caplog.text
-    assert calls["cycles"] == len(inputs)
-    _check_model_outputs(out, inputs)
-    _masks_in_boxes(out)
-    moved = 0
-    for a, b in zip(ref, out):
-        ia, ib = a["instances"], b["instances"]
-        assert len(ia) == len(ib) > 0 and ib.has("maskness")  # EMPTY_MASK keep: same count
-        assert torch.all(ib.scores[:-1] >= ib.scores[1:])
-        ka = {tuple(x) for x in ia.pred_boxes.tensor.round(decimals=3).tolist()}
-        kb = {tuple(x) for x in ib.pred_boxes.tensor.round(decimals=3).tolist()}
-        moved += len(kb - ka)
-    assert moved > 0  # the cycle refined merged boxes

@@ -1,0 +1,88 @@
+"""On-disk cache of generated shapes splits.
+
+Splits are generated lazily under ``$TURBO_DATASETS`` (default ``~/.cache/turbo/datasets``)
+in a folder whose name encodes the generator version, split, seed, image count and image
+size. Generation writes to a temporary folder that is renamed into place under a file lock,
+so concurrent processes never see partial data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Optional, Tuple
+
+from .shapes import GENERATOR_VERSION, IMAGE_SIZE, make_shapes
+
+__all__ = ["ENV_ROOT", "DEFAULT_ROOT", "dataset_root", "split_dir", "ensure_shapes"]
+
+ENV_ROOT = "TURBO_DATASETS"
+DEFAULT_ROOT = os.path.expanduser("~/.cache/turbo/datasets")
+
+
+def dataset_root(root: Optional[str] = None) -> str:
+    """Cache root: ``root`` if given, else ``$TURBO_DATASETS``, else ``~/.cache/turbo/datasets``."""
+    if root is None:
+        root = os.environ.get(ENV_ROOT) or DEFAULT_ROOT
+    return os.path.abspath(os.path.expanduser(root))
+
+
+def split_dir(
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = IMAGE_SIZE,
+    root: Optional[str] = None,
+) -> str:
+    """Folder holding ``<split>.json`` and ``<split>/`` for these generator parameters."""
+    h, w = int(image_size[0]), int(image_size[1])
+    name = f"shapes-v{GENERATOR_VERSION}-{split}-seed{int(seed)}-n{int(num_images)}-{h}x{w}"
+    return os.path.join(dataset_root(root), name)
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def ensure_shapes(
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = IMAGE_SIZE,
+    root: Optional[str] = None,
+) -> Tuple[str, str]:
+    """Generate the split into the cache if missing. Returns (json_file, image_root).
+
+    Safe with concurrent callers: generation happens in a temporary folder under an
+    exclusive file lock and is moved into place with an atomic rename.
+    """
+    final = split_dir(split, num_images, seed, image_size, root)
+    json_file = os.path.join(final, f"{split}.json")
+    image_root = os.path.join(final, split)
+    if os.path.isfile(json_file):
+        return json_file, image_root
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    with _file_lock(final + ".lock"):
+        if not os.path.isfile(json_file):
+            tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-", dir=parent)
+            try:
+                make_shapes(tmp, split, num_images, seed, image_size)
+                if os.path.isdir(final):  # stale incomplete folder (not ours to trust)
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            finally:
+                if os.path.isdir(tmp):
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return json_file, image_root

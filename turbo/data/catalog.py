@@ -1,0 +1,103 @@
+"""Registration of the shapes splits in Detectron2's ``DatasetCatalog`` and ``MetadataCatalog``."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, Optional, Tuple
+
+from .cache import dataset_root, ensure_shapes, split_dir
+from .shapes import IMAGE_SIZE, NUM_CLASSES, SHAPE_CLASSES
+
+__all__ = [
+    "DEFAULT_SPLITS",
+    "shapes_metadata",
+    "register_shapes_split",
+    "register_shapes",
+    "register_tiny_shapes",
+]
+
+TRAIN_IMAGES, TRAIN_SEED = 2000, 0
+VAL_IMAGES, VAL_SEED = 200, 1
+TUNE_IMAGES, TUNE_SEED = 200, 2
+
+# name -> (split, num_images, seed, image_size)
+DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
+    "shapes_train": ("train", TRAIN_IMAGES, TRAIN_SEED, IMAGE_SIZE),
+    "shapes_val": ("val", VAL_IMAGES, VAL_SEED, IMAGE_SIZE),
+    "shapes_tune": ("tune", TUNE_IMAGES, TUNE_SEED, IMAGE_SIZE),
+}
+
+
+def shapes_metadata() -> dict:
+    return {
+        "thing_classes": list(SHAPE_CLASSES),
+        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(NUM_CLASSES)},
+        "evaluator_type": "coco",
+    }
+
+
+def register_shapes_split(
+    name: str,
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = IMAGE_SIZE,
+    root: Optional[str] = None,
+    eager: bool = False,
+) -> str:
+    """Register one shapes split as Detectron2 dataset ``name``; returns its json path.
+
+    Uses ``register_coco_instances`` (metadata: json_file, image_root, evaluator_type "coco",
+    thing_classes); the DatasetCatalog loader generates the data on first use. With
+    ``eager=True`` the data are generated now (needed before building a COCOEvaluator
+    without loading the dataset first; :func:`ensure_shapes` does the same). Names already
+    in the DatasetCatalog are left untouched (idempotent).
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import load_coco_json, register_coco_instances
+
+    if name in DatasetCatalog.list():
+        return MetadataCatalog.get(name).json_file
+    root = dataset_root(root)
+    final = split_dir(split, num_images, seed, image_size, root)
+    json_file = os.path.join(final, f"{split}.json")
+    image_root = os.path.join(final, split)
+    if eager:
+        ensure_shapes(split, num_images, seed, image_size, root)
+    meta = shapes_metadata()
+    meta.pop("evaluator_type")  # register_coco_instances sets evaluator_type="coco" itself
+    register_coco_instances(name, meta, json_file, image_root)
+
+    def _load():
+        ensure_shapes(split, num_images, seed, image_size, root)
+        return load_coco_json(json_file, image_root, name)
+
+    DatasetCatalog.remove(name)  # swap in the lazily generating loader
+    DatasetCatalog.register(name, _load)
+    return json_file
+
+
+def register_shapes(
+    root: Optional[str] = None, splits: Iterable[str] = tuple(DEFAULT_SPLITS), eager: bool = False
+) -> Dict[str, str]:
+    """Register ``shapes_train`` / ``shapes_val`` / ``shapes_tune`` (or the given subset).
+
+    Returns {name: json_file}. Idempotent.
+    """
+    out = {}
+    for name in splits:
+        split, n, seed, size = DEFAULT_SPLITS[name]
+        out[name] = register_shapes_split(name, split, n, seed, size, root=root, eager=eager)
+    return out
+
+
+def register_tiny_shapes(
+    root: Optional[str] = None,
+    name: str = "shapes_tiny",
+    num_images: int = 4,
+    seed: int = 1234,
+    image_size: Tuple[int, int] = (64, 96),
+    eager: bool = False,
+) -> str:
+    """Register a tiny shapes dataset (for tests and smoke runs); returns its json path."""
+    return register_shapes_split(name, name, num_images, seed, image_size, root=root, eager=eager)

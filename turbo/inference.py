@@ -1,0 +1,321 @@
+"""The stages of Turbo-Inference on detections, independent of any ``nn.Module``.
+
+1. detection: :func:`soft_nms_detections`, the Soft-NMS counterpart of Detectron2's
+   ``fast_rcnn_inference``;
+2. vanilla segmentation: the mask head on the detected boxes (the caller's ``predict``);
+3. :func:`turbo_cycles`: turbo detection (mask-to-box refinement) and turbo segmentation
+   (the mask head again on the refined boxes), ``num_iters`` times, then Maskness rescoring.
+
+Rows of every tensor are the detections of one or more images, grouped by image in image
+order; boxes are XYXY in the resized input image of their row (``Instances.image_size``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.layers import cat
+from detectron2.structures import Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
+from torch import Tensor
+
+from .config import SoftNMSParams, TurboParams
+from .ops import batched_soft_nms, finite_probs, mask_boxes, maskness, resample_masks
+
+__all__ = [
+    "Detections",
+    "TurboResult",
+    "MaskPredictor",
+    "soft_nms_detections",
+    "turbo_cycles",
+    "per_image_instances",
+]
+
+# predict(boxes (n, 4), classes (n,), counts) -> (n, M, M) finite mask probabilities of the
+# mask head in ``boxes``, rows grouped by image with ``counts`` (rows per image).
+MaskPredictor = Callable[[Tensor, Tensor, List[int]], Tensor]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N detections of one or more images, rows grouped by image in image order."""
+
+    boxes: Tensor  # (N, 4) XYXY in the resized input image of each row
+    classes: Tensor  # (N,) int64
+    scores: Tensor  # (N,) finite
+    image_hw: Tensor  # (N, 2) int64 height and width of each row's image
+    image_index: Tensor  # (N,) int64 image of each row
+    counts: Tuple[int, ...]  # rows per image
+
+    @classmethod
+    def from_instances(cls, instances: Sequence[Instances]) -> Detections:
+        """From per-image ``Instances`` with ``pred_boxes``, ``pred_classes``, ``scores``.
+
+        Scores are made finite (``turbo.ops.finite_probs``). Built from Python ints on the
+        device: no host sync.
+        """
+        counts = tuple(len(x) for x in instances)
+        boxes = cat([x.pred_boxes.tensor for x in instances])
+        dev = boxes.device
+        sizes = [x.image_size for x in instances]
+        return cls(
+            boxes=boxes,
+            classes=cat([x.pred_classes for x in instances]),
+            scores=finite_probs(cat([x.scores for x in instances])),
+            image_hw=torch.stack(
+                [
+                    _per_row([h for h, _ in sizes], counts, dev),
+                    _per_row([w for _, w in sizes], counts, dev),
+                ],
+                dim=1,
+            ),
+            image_index=_per_row(range(len(counts)), counts, dev),
+            counts=counts,
+        )
+
+
+@dataclass(frozen=True)
+class TurboResult:
+    """The detections after the turbo cycles and Maskness rescoring (rows as in the input)."""
+
+    boxes: Tensor  # (N, 4) output boxes, XYXY
+    masks: Tensor  # (N, M, M) mask probabilities predicted (or resampled) in ``boxes``
+    scores: Tensor  # (N,) rescored
+    maskness: Tensor  # (N,) Maskness of the masks it was read from
+    found: Tensor  # (N,) bool: every cycle found mask pixels for the row
+
+    def to_instances(
+        self,
+        detections: Detections,
+        image_sizes: Sequence[Tuple[int, int]],
+        drop_empty: bool = False,
+    ) -> List[Instances]:
+        """Per image ``Instances`` (``pred_boxes``, ``scores``, ``pred_classes``,
+        ``pred_masks`` (Ni, 1, M, M), ``maskness``) sorted by score; ``drop_empty`` leaves out
+        the rows without mask pixels (``empty_mask`` "drop")."""
+        return per_image_instances(
+            image_sizes,
+            detections.counts,
+            keep=self.found if drop_empty else None,
+            pred_boxes=Boxes(self.boxes),
+            scores=self.scores,
+            pred_classes=detections.classes,
+            pred_masks=self.masks[:, None],
+            maskness=self.maskness,
+        )
+
+
+def soft_nms_detections(
+    boxes: List[Tensor],
+    scores: List[Tensor],
+    image_shapes: List[Tuple[int, int]],
+    score_thresh: float,
+    topk_per_image: int,
+    soft_nms: SoftNMSParams,
+) -> List[Instances]:
+    """Soft-NMS counterpart of Detectron2's ``fast_rcnn_inference``, batched over images.
+
+    Args:
+        boxes: per image (Ri, K * 4) or (Ri, 4) box-head boxes, XYXY in the resized input image.
+        scores: per image (Ri, K + 1) class probabilities, background last.
+        image_shapes: per image (h, w) of the resized input image.
+        score_thresh: candidates at or below this score are discarded before suppression.
+        topk_per_image: detections kept per image (< 0 keeps all).
+        soft_nms: the suppression's settings.
+
+    Returns:
+        per image ``Instances`` with ``pred_boxes``, ``scores`` (decayed) and ``pred_classes``,
+        sorted by score, descending. Non-finite boxes or scores are dropped as upstream does.
+    """
+    all_boxes, all_scores, all_classes, all_images = [], [], [], []
+    num_classes = scores[0].shape[1] - 1 if len(scores) else 0
+    for i, (b, s, shape) in enumerate(zip(boxes, scores, image_shapes)):
+        valid = torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)
+        b, s = b[valid], s[valid][:, :-1]
+        num_reg = b.shape[1] // 4  # 1 (class-agnostic regression) or K
+        b = Boxes(b.reshape(-1, 4))
+        b.clip(shape)
+        b = b.tensor.view(len(s), num_reg, 4)
+        rows, cls = (s > score_thresh).nonzero(as_tuple=True)
+        all_boxes.append(b[rows, cls if num_reg > 1 else 0])
+        all_scores.append(s[rows, cls])
+        all_classes.append(cls)
+        all_images.append(torch.full_like(cls, i))
+    device = boxes[0].device if len(boxes) else torch.device("cpu")
+    b, s, c, im = (
+        cat(x) if x else torch.zeros(0, device=device)
+        for x in (all_boxes, all_scores, all_classes, all_images)
+    )
+    keep, kept_scores = batched_soft_nms(
+        b,
+        s,
+        im * num_classes + c,
+        method=soft_nms.method,
+        iou_threshold=soft_nms.iou_thresh,
+        sigma=soft_nms.sigma,
+        min_score=soft_nms.min_score,
+        topk=topk_per_image,
+        topk_by=im,
+    )
+    # ``keep`` is sorted by score over the whole batch, at most ``topk_per_image`` per image;
+    # a stable sort by image keeps that order inside each image.
+    im_kept = im[keep]
+    by_image = torch.sort(im_kept, stable=True).indices
+    keep, kept_scores = keep[by_image], kept_scores[by_image]
+    counts = torch.bincount(im_kept, minlength=len(image_shapes)).tolist()  # one host sync
+    return per_image_instances(
+        image_shapes,
+        counts,
+        sort=False,
+        pred_boxes=Boxes(b[keep]),
+        scores=kept_scores,
+        pred_classes=c[keep],
+    )
+
+
+def turbo_cycles(
+    params: TurboParams,
+    detections: Detections,
+    masks: Tensor,
+    predict: MaskPredictor,
+) -> TurboResult:
+    """Turbo detection and turbo segmentation, ``params.num_iters`` times, then rescoring.
+
+    Args:
+        params: resolved parameters (no recipe key unset).
+        detections: N detections.
+        masks: (N, M, M) finite mask probabilities predicted in ``detections.boxes``.
+        predict: the mask head (:data:`MaskPredictor`).
+
+    Each cycle refines every box to the tight box of its pasted mask
+    (``turbo.ops.mask_boxes``, fused with the input box by ``box_fusion``), then predicts
+    the mask again in the refined box: for every row, or for the rows the ``repredict_*``
+    conditions select (the others keep their box and mask, or with ``resample_masks`` take
+    the refined box with their mask resampled into it). With ``mask_fusion`` f, a re-predicted
+    mask is f * (the earlier mask resampled into the refined box) + (1 - f) * the new one.
+    Cycles stop early when no row is selected. Finally scores are rescored by the Maskness of
+    the first masks (``maskness_source`` "first") or of the output masks ("last").
+
+    Host syncs: none when every mask is re-predicted or when ``repredict_topk`` is the only
+    condition (the selected rows are then known from the counts); the other conditions
+    select rows by value, which reads the device once per cycle.
+    """
+    p = params
+    if p.unresolved:
+        raise ValueError(f"turbo_cycles needs resolved parameters; unset: {p.unresolved}")
+    boxes, classes, counts = detections.boxes, detections.classes, list(detections.counts)
+    first_masks = masks
+    found_all = torch.ones_like(detections.scores, dtype=torch.bool)
+    for _ in range(p.num_iters):
+        # turbo detection: mask-to-box refinement
+        mask_box, found = mask_boxes(
+            masks, boxes, detections.image_hw, p.box_thresh, subpixel=p.subpixel_boxes
+        )
+        found_all &= found
+        refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
+        # turbo segmentation: the mask head again, in the refined boxes
+        if not p.adaptive:
+            new = predict(refined, classes, counts)
+            if p.mask_fusion > 0:
+                new = torch.lerp(new, resample_masks(masks, boxes, refined), p.mask_fusion)
+            boxes, masks = refined, new
+            continue
+        rows, selected_counts = _selected_rows(p, detections, boxes, refined)
+        if p.resample_masks:  # every row takes its refined box
+            masks = resample_masks(masks, boxes, refined)
+            earlier, boxes = masks[rows], refined
+        else:
+            earlier = resample_masks(masks[rows], boxes[rows], refined[rows])
+            boxes = boxes.index_put((rows,), refined[rows])
+        if sum(selected_counts) == 0:
+            break  # nothing to re-predict: further cycles would change nothing
+        new = predict(refined[rows], classes[rows], selected_counts)
+        if p.mask_fusion > 0:
+            new = torch.lerp(new, earlier, p.mask_fusion)
+        masks = masks.index_put((rows,), new)
+
+    m = maskness(first_masks if p.maskness_source == "first" else masks, p.maskness_thresh)
+    scores = detections.scores * ((1.0 - p.maskness_weight) + p.maskness_weight * m)
+    return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
+
+
+def per_image_instances(
+    image_sizes: Sequence[Tuple[int, int]],
+    counts: Sequence[int],
+    keep: Optional[Tensor] = None,
+    sort: bool = True,
+    **fields,
+) -> List[Instances]:
+    """Rows (grouped by image with ``counts``) split into per-image ``Instances``.
+
+    ``fields``: name -> tensor (or ``Boxes``) of N rows; ``keep``: optional (N,) bool of the
+    rows to keep; ``sort``: sort each image's rows by ``scores``, descending (ties keep the
+    row order).
+    """
+    results = []
+    start = 0
+    for size, n in zip(image_sizes, counts):
+        sl = slice(start, start + n)
+        start += n
+        r = Instances(size, **{k: v[sl] for k, v in fields.items()})
+        if keep is not None:
+            r = r[keep[sl]]
+        if sort:
+            r = r[torch.sort(r.scores, descending=True, stable=True).indices]
+        results.append(r)
+    return results
+
+
+def _selected_rows(
+    p: TurboParams, detections: Detections, boxes: Tensor, refined: Tensor
+) -> Tuple[Tensor, List[int]]:
+    """Rows whose mask is re-predicted in this cycle (grouped by image) and their count per
+    image, under the ``repredict_*`` conditions."""
+    counts = detections.counts
+    dev = boxes.device
+    by_rank = None
+    if p.repredict_topk > 0:
+        # rows in order of score within each image (images in order): the first k of each
+        # image's segment are its top k
+        order = torch.argsort(detections.scores, descending=True, stable=True)
+        order = order[torch.sort(detections.image_index[order], stable=True).indices]
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        top = [min(n, p.repredict_topk) for n in counts]
+        by_rank = order[_per_row(starts, top, dev) + _ranks(top, dev)]
+        if p.repredict_min_score == 0.0 and p.repredict_iou >= 1.0:
+            # the selection is known from the counts: no host sync
+            return by_rank, top
+    selected = torch.ones_like(detections.scores, dtype=torch.bool)
+    if by_rank is not None:
+        selected = torch.zeros_like(selected).index_fill(0, by_rank, True)
+    if p.repredict_min_score > 0.0:
+        selected &= detections.scores >= p.repredict_min_score
+    if p.repredict_iou < 1.0:
+        # 0 / 0 (degenerate boxes) -> IoU 0: such rows count as moved
+        iou = torch.nan_to_num(matched_pairwise_iou(Boxes(boxes), Boxes(refined)), nan=0.0)
+        selected &= iou < p.repredict_iou
+    # selecting rows by value: the host reads the device
+    selected_counts = torch.bincount(
+        detections.image_index[selected], minlength=len(counts)
+    ).tolist()
+    return selected.nonzero(as_tuple=True)[0], selected_counts
+
+
+def _per_row(values, counts: Sequence[int], device: torch.device) -> Tensor:
+    """(sum(counts),) int64: ``values[i]`` repeated ``counts[i]`` times.
+
+    Filled on the device from Python ints, unlike ``repeat_interleave`` on a tensor of
+    counts: no host-to-device copy and no data-dependent size, hence no host sync.
+    """
+    return cat(
+        [torch.full((n,), v, dtype=torch.long, device=device) for v, n in zip(values, counts)]
+    )
+
+
+def _ranks(counts: Sequence[int], device: torch.device) -> Tensor:
+    """(sum(counts),) int64: 0..counts[i]-1 for each i in turn (no host sync)."""
+    total = sum(counts)
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    return torch.arange(total, device=device) - _per_row(starts, counts, device)

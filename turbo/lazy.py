@@ -1,0 +1,48 @@
+"""Turbo in LazyConfig configs: switch a model's ROI heads to their Turbo version.
+
+::
+
+    from detectron2 import model_zoo
+    from turbo.lazy import use_turbo
+
+    cfg = model_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py", trained=True)
+    use_turbo(cfg.model)                       # model.roi_heads.turbo = L(TurboParams)(...)
+
+Every field of :class:`~turbo.config.TurboParams` is written into the config, so each one
+can be overridden from the command line: ``model.roi_heads.turbo.num_iters=2``,
+``model.roi_heads.turbo.soft_nms.enabled=False``. Recipe keys stay ``None``: the head's own
+published recipe (Mask R-CNN, or cascade for a ``CascadeROIHeads``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from detectron2.config import LazyCall as L
+from detectron2.utils.registry import locate
+from omegaconf import DictConfig
+
+from .config import SoftNMSParams, TurboParams
+from .heads import turbo_heads
+
+__all__ = ["use_turbo", "turbo_params_node"]
+
+
+def turbo_params_node(**params: Any) -> DictConfig:
+    """``L(TurboParams)(...)`` with every field explicit: the defaults, then ``params``
+    (``soft_nms`` as a mapping of the :class:`SoftNMSParams` fields to change)."""
+    p = TurboParams().replace(**params)
+    fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "soft_nms"}
+    return L(TurboParams)(**fields, soft_nms=L(SoftNMSParams)(**dataclasses.asdict(p.soft_nms)))
+
+
+def use_turbo(model: DictConfig, **params: Any) -> DictConfig:
+    """Switch ``model.roi_heads`` (a ``StandardROIHeads`` or ``CascadeROIHeads`` subclass) to
+    its Turbo version (:func:`turbo.heads.turbo_heads`) with ``params``, in place; returns the
+    ROI heads node."""
+    heads = model.roi_heads
+    target = heads._target_
+    heads._target_ = turbo_heads(locate(target) if isinstance(target, str) else target)
+    heads.turbo = turbo_params_node(**params)
+    return heads

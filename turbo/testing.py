@@ -1,0 +1,380 @@
+"""Testing and benchmarking support (as Detectron2 keeps ``detectron2.utils.testing``): small
+randomly initialised models from the repository's configs, synthetic inputs and detections,
+Detectron2's paste as the reference of ``mask_boxes``, and a counter of host syncs.
+
+The model helpers read the config files of a source checkout (``configs/`` beside the
+package); the rest needs only the installed package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers.mask_ops import paste_masks_in_image
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from .config import get_turbo_cfg
+
+__all__ = [
+    "CONFIGS",
+    "tiny_cfg",
+    "randomize_heads",
+    "build",
+    "make_images",
+    "clone_inputs",
+    "random_soft_masks",
+    "coco_like_candidates",
+    "pasted_mask_boxes",
+    "assert_same_instances",
+    "assert_valid_roi_outputs",
+    "assert_valid_model_outputs",
+    "assert_masks_predicted_in_boxes",
+    "assert_pasted_masks_inside_boxes",
+    "SYNC_OPS",
+    "count_host_syncs",
+]
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+# The reductions that make a turbo config's model small and fast on CPU.
+_TINY = {
+    "MODEL.DEVICE": "cpu",
+    "MODEL.RESNETS.DEPTH": 18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]],
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": 200,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 100,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": 100,
+    "MODEL.ROI_HEADS.NUM_CLASSES": 3,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 16,
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 2,
+    "TEST.DETECTIONS_PER_IMAGE": 40,
+    "INPUT.MIN_SIZE_TEST": 64,
+    "INPUT.MAX_SIZE_TEST": 128,
+}
+
+
+def tiny_cfg(head: str = "TurboROIHeads", base: str = "", **overrides: Any):
+    """A small Mask R-CNN (or cascade, for a head name containing "Cascade") yacs config on
+    CPU, from ``base`` (a file under ``configs/``; default: the turbo base of the head).
+    ``overrides``: "KEY.PATH": value pairs applied last."""
+    cfg = get_turbo_cfg()
+    if not base:
+        base = (
+            "Base-Turbo-Cascade-RCNN-FPN.yaml" if "Cascade" in head else "Base-Turbo-RCNN-FPN.yaml"
+        )
+    cfg.merge_from_file(os.path.join(CONFIGS, base))
+    for key, value in {**_TINY, "MODEL.ROI_HEADS.NAME": head, **overrides}.items():
+        node = cfg
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return cfg
+
+
+def randomize_heads(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give the box and mask predictors non-trivial weights, so that a randomly initialised
+    model yields varied scores, boxes and masks (Detectron2 initialises them near zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "cls_score" in name or "mask_head.predictor" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.5))
+            elif "bbox_pred" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+    return model
+
+
+def build(cfg, seed: int = 0, state_dict: Dict[str, Tensor] = None) -> nn.Module:
+    """The config's model in eval mode, with ``state_dict`` or seeded random weights
+    (:func:`randomize_heads`)."""
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    else:
+        randomize_heads(model, seed)
+    return model.eval()
+
+
+def make_images(
+    sizes: Sequence[Tuple[int, int]] = ((64, 96), (80, 64)), seed: int = 0
+) -> List[dict]:
+    """Detectron2 inputs: CHW float images in [0, 255] (BGR), with a few bright blobs so that
+    proposals differ between locations."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        img = torch.rand(3, h, w, generator=g) * 255
+        for _ in range(3):
+            y = torch.randint(0, max(h - 8, 1), (1,), generator=g)
+            x = torch.randint(0, max(w - 8, 1), (1,), generator=g)
+            img[:, y : y + 16, x : x + 20] = 255
+        out.append({"image": img, "height": h, "width": w})
+    return out
+
+
+def clone_inputs(inputs: List[dict]) -> List[dict]:
+    """Shallow copies of Detectron2 inputs (a model may add keys to them)."""
+    return [copy.copy(x) for x in inputs]
+
+
+def random_soft_masks(
+    n: int, m: int, h: int, w: int, device: str = "cpu", seed: int = 0
+) -> Tuple[Tensor, Tensor]:
+    """n blob-like soft masks (n, m, m) and their boxes (n, 4) XYXY inside an h x w image."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, m), torch.linspace(-1, 1, m), indexing="ij")
+    c = torch.rand(n, 2, generator=g) * 0.8 - 0.4
+    r = torch.rand(n, 1, 1, generator=g) * 0.5 + 0.3
+    d = ((xx[None] - c[:, 0, None, None]) ** 2 + (yy[None] - c[:, 1, None, None]) ** 2).sqrt()
+    probs = torch.sigmoid((r - d) * 12 + torch.randn(n, m, m, generator=g) * 0.5)
+    wh = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.4, h * 0.4]) + 8
+    xy = torch.rand(n, 2, generator=g) * (torch.tensor([w, h]) - wh)
+    return probs.to(device), torch.cat([xy, xy + wh], 1).to(device)
+
+
+def coco_like_candidates(
+    n_objects: int = 100,
+    per_object: int = 20,
+    num_classes: int = 80,
+    h: int = 800,
+    w: int = 1333,
+    seed: int = 0,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Box-head candidates as a detector yields them (boxes (N, 4), scores (N,), classes
+    (N,)): clusters of jittered boxes around objects, each spread over a few classes."""
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(n_objects, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3]) + 16
+    xy = torch.rand(n_objects, 2, generator=g) * (torch.tensor([w, h]) - wh)
+    centre = torch.cat([xy, xy + wh], 1).repeat_interleave(per_object, 0)
+    size = wh.repeat(1, 2).repeat_interleave(per_object, 0)
+    boxes = centre + torch.randn(len(centre), 4, generator=g) * size * 0.08
+    boxes = torch.cat([boxes[:, :2], torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)], 1)
+    base_cls = torch.randint(0, num_classes, (n_objects,), generator=g)
+    cls = (
+        base_cls.repeat_interleave(per_object) + torch.randint(0, 3, (len(boxes),), generator=g) * 7
+    ) % num_classes
+    scores = torch.rand(len(boxes), generator=g) * 0.9 + 0.05
+    return boxes, scores, cls
+
+
+def pasted_mask_boxes(
+    masks: Tensor,
+    boxes: Tensor,
+    image_size: Tuple[int, int],
+    threshold: float,
+    whole_image: bool = True,
+) -> Tuple[Tensor, Tensor]:
+    """Tight boxes of the masks pasted by Detectron2 (``paste_masks_in_image`` + ``BitMasks``):
+    the reference of ``turbo.ops.mask_boxes``. Returns boxes (N, 4) and found (N,) bool.
+
+    On CPU, ``paste_masks_in_image`` fills only the box +- 1 pixel, which cuts the up to half
+    a mask cell its bilinear paste spills beyond the box. With ``whole_image`` (the GPU's
+    semantics) each mask is padded with one zero cell per side and its box grown by one cell
+    per side: the same zero-padded bilinear function (cell centres stay put), whose window
+    then covers the whole spill.
+    """
+    h, w = image_size
+    if not whole_image:
+        bit = BitMasks(paste_masks_in_image(masks, boxes, image_size, threshold=threshold))
+        return bit.get_bounding_boxes().tensor, bit.nonempty()
+    m = masks.shape[-1]
+    padded = F.pad(masks, (1, 1, 1, 1))
+    cw = (boxes[:, 2] - boxes[:, 0]) / m
+    ch = (boxes[:, 3] - boxes[:, 1]) / m
+    big = boxes + torch.stack([-cw, -ch, cw, ch], dim=1)
+    # Detectron2's CPU window fails (arange with lower > upper bound) for a box whose window
+    # misses the image entirely; such a mask has no pixel in the image and stays all False.
+    hits = (
+        (big[:, 0].floor() - 1 < w)
+        & (big[:, 2].ceil() + 1 > 0)
+        & (big[:, 1].floor() - 1 < h)
+        & (big[:, 3].ceil() + 1 > 0)
+    )
+    pasted = torch.zeros(len(masks), h, w, dtype=torch.bool, device=masks.device)
+    if bool(hits.any()):
+        pasted[hits] = paste_masks_in_image(
+            padded[hits], big[hits], image_size, threshold=threshold
+        )
+    bit = BitMasks(pasted)
+    return bit.get_bounding_boxes().tensor, bit.nonempty()
+
+
+# ------------------------------------------------------------------------------------------
+# Assertions on outputs
+# ------------------------------------------------------------------------------------------
+def _field(x: Instances, name: str) -> Tensor:
+    v = x.get(name)
+    return v.tensor if isinstance(v, Boxes) else v
+
+
+def assert_same_instances(a: Instances, b: Instances, exact: bool = True) -> None:
+    """Same image size, fields and rows; values equal (``exact``) or close (floats)."""
+    assert a.image_size == b.image_size and len(a) == len(b)
+    assert set(a.get_fields()) == set(b.get_fields())
+    for f in a.get_fields():
+        if exact or _field(a, f).dtype in (torch.bool, torch.long):
+            assert torch.equal(_field(a, f), _field(b, f)), f
+        else:
+            torch.testing.assert_close(
+                _field(a, f), _field(b, f), rtol=1e-4, atol=1e-4, msg=lambda m, f=f: f"{f}: {m}"
+            )
+
+
+def assert_valid_roi_outputs(inst: Instances, mask_size: int = 28) -> None:
+    """ROI-head outputs: finite fields, boxes (N, 4), masks (N, 1, M, M) in [0, 1], scores
+    sorted (descending), Maskness in [0, 1]."""
+    n = len(inst)
+    b = inst.pred_boxes.tensor
+    assert b.shape == (n, 4) and torch.isfinite(b).all()
+    assert inst.scores.shape == (n,) and torch.isfinite(inst.scores).all()
+    assert torch.all(inst.scores[:-1] >= inst.scores[1:])
+    assert inst.pred_masks.shape == (n, 1, mask_size, mask_size)
+    assert torch.isfinite(inst.pred_masks).all()
+    assert torch.all((inst.pred_masks >= 0) & (inst.pred_masks <= 1))
+    if inst.has("maskness"):
+        assert torch.isfinite(inst.maskness).all()
+        assert torch.all((inst.maskness >= 0) & (inst.maskness <= 1))
+
+
+def assert_valid_model_outputs(outputs: List[dict], inputs: List[dict], masks: bool = True) -> None:
+    """A model's postprocessed outputs: in the original image frame, boxes inside the image,
+    finite scores, boolean image-sized masks."""
+    for r, x in zip(outputs, inputs):
+        inst = r["instances"]
+        h, w = x["height"], x["width"]
+        assert inst.image_size == (h, w)
+        if masks:
+            assert inst.pred_masks.shape == (len(inst), h, w)
+            assert inst.pred_masks.dtype == torch.bool
+        b = inst.pred_boxes.tensor
+        assert torch.isfinite(b).all() and torch.isfinite(inst.scores).all()
+        assert torch.all(b[:, :2] >= 0) and torch.all(b[:, 2] <= w) and torch.all(b[:, 3] <= h)
+        assert torch.all(b[:, 2:] >= b[:, :2])
+
+
+def assert_masks_predicted_in_boxes(
+    heads, features: Dict[str, Tensor], outputs: List[Instances]
+) -> None:
+    """Every output mask is the mask head's prediction in its output box."""
+    again = heads.forward_with_given_boxes(
+        features,
+        [
+            Instances(o.image_size, pred_boxes=o.pred_boxes, pred_classes=o.pred_classes)
+            for o in outputs
+        ],
+    )
+    for o, a in zip(outputs, again):
+        torch.testing.assert_close(o.pred_masks, torch.nan_to_num(a.pred_masks, nan=0.0))
+
+
+def assert_pasted_masks_inside_boxes(masks: Tensor, boxes: Tensor, mask_size: int = 28) -> None:
+    """Pasted (N, H, W) boolean masks lie in their (N, 4) boxes, give or take the half mask
+    cell the bilinear paste may spill, and a pixel."""
+    for m, b in zip(masks, boxes):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        if len(xs) == 0:
+            continue
+        slack = (b[2:] - b[:2]) / mask_size + 1
+        assert xs.min() >= b[0] - slack[0] and xs.max() + 1 <= b[2] + slack[0]
+        assert ys.min() >= b[1] - slack[1] and ys.max() + 1 <= b[3] + slack[1]
+
+
+# Operators that make the host wait for the device (on CUDA): reading a value (item, bool),
+# outputs whose size depends on values (nonzero, boolean indexing, unique, masked_select,
+# repeat_interleave without output_size: all call one of these inside, which the profiler
+# records), bincount (reads the max), equal, and tensors made from host data (copied to the
+# device without non_blocking).
+SYNC_OPS = frozenset(
+    {
+        "aten::_local_scalar_dense",
+        "aten::item",
+        "aten::is_nonzero",
+        "aten::nonzero",
+        "aten::nonzero_numpy",
+        "aten::argwhere",
+        "aten::masked_select",
+        "aten::_unique",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::unique_dim_consecutive",
+        "aten::bincount",
+        "aten::equal",
+        "aten::allclose",
+        "aten::lift_fresh",
+    }
+)
+# Tensor methods that read device memory on the host without an operator the profiler sees
+# on CPU tensors.
+_SYNC_METHODS = ("tolist", "numpy", "cpu")
+_MASK_HEAD = "turbo::mask_head"
+
+
+def _inside(event, name: str) -> bool:
+    e = event.cpu_parent
+    while e is not None:
+        if e.name == name:
+            return True
+        e = e.cpu_parent
+    return False
+
+
+@contextlib.contextmanager
+def count_host_syncs(heads) -> Iterator[List[str]]:
+    """Collects the host-sync calls made while the context is open (operator or
+    ``Tensor.<method>`` names, filled when the context closes), leaving out those made inside
+    the mask head (``heads.predict_masks``: Detectron2's pooler groups boxes by FPN level
+    with ``nonzero``). Works on CPU too: it records the calls that would make a CUDA host
+    wait.
+
+    Not thread-safe: it patches ``torch.Tensor.tolist``/``numpy``/``cpu`` while open. The
+    profiler sees the operators; the patched methods see host reads of CPU tensors, which
+    call no operator.
+    """
+    found: List[str] = []
+    depth = [0]
+    predict_masks = heads.predict_masks
+
+    def mask_head(*args, **kwargs):
+        depth[0] += 1
+        try:
+            with record_function(_MASK_HEAD):
+                return predict_masks(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+
+    def spy(name, method):
+        def wrapper(self, *args, **kwargs):
+            if depth[0] == 0:
+                found.append(f"Tensor.{name}")
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    methods = {name: getattr(torch.Tensor, name) for name in _SYNC_METHODS}
+    heads.predict_masks = mask_head
+    try:
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, spy(name, method))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            yield found
+    finally:
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, method)
+        del heads.predict_masks  # back to the class's method
+    found.extend(e.name for e in prof.events() if e.name in SYNC_OPS and not _inside(e, _MASK_HEAD))

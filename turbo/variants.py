@@ -1,0 +1,143 @@
+"""The rows of a benchmark: inference variants of one model, each a :class:`TurboParams`.
+
+Every model gets the headline rows (:func:`headline_variants`); the full sweep adds more
+cycles, the re-prediction rules and the other mechanisms, one change at a time
+(:func:`sweep_variants`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from .config import PUBLISHED, Recipe, TurboParams
+
+__all__ = [
+    "Variant",
+    "headline_variants",
+    "sweep_variants",
+    "full_sweep_variants",
+    "describe_change",
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a benchmark: the model ``model`` (a key of the models dict) run with
+    ``params``."""
+
+    name: str  # unique across the benchmark: the label, prefixed by the model's but for the first
+    model: str
+    params: TurboParams
+    kind: str = ""  # "baseline", "soft_nms", "turbo", "default", "published", "config",
+    # "cycles" or "sweep"
+    label: str = ""  # the row's name within its model
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
+def _row(prefix: str, label: str, model: str, params: TurboParams, kind: str) -> Variant:
+    return Variant(prefix + label, model, params, kind, label)
+
+
+def headline_variants(
+    model: str, recipe: Recipe, configured: Optional[TurboParams] = None, prefix: str = ""
+) -> List[Variant]:
+    """baseline (hard NMS, no cycle), + Soft-NMS, + Turbo (the package defaults, hard NMS),
+    + Turbo + Soft-NMS (the package defaults), the published recipe, and the config's own
+    parameters where they differ from the defaults (e.g. thresholds tuned for a dataset).
+
+    ``recipe``: the head's recipe (unset recipe keys); ``configured``: the model's params as
+    its config sets them (resolved)."""
+    default = TurboParams().resolved(recipe)
+    off = {"enabled": False}
+    rows = [
+        _row(prefix, "baseline", model, default.replace(num_iters=0, soft_nms=off), "baseline"),
+        _row(prefix, "+ Soft-NMS", model, default.replace(num_iters=0), "soft_nms"),
+        _row(prefix, "+ Turbo", model, default.replace(soft_nms=off), "turbo"),
+        _row(prefix, "+ Turbo + Soft-NMS (default)", model, default, "default"),
+        _row(
+            prefix,
+            "+ Turbo + Soft-NMS, published recipe",
+            model,
+            PUBLISHED.resolved(recipe),
+            "published",
+        ),
+    ]
+    if configured is not None and configured not in (default, PUBLISHED.resolved(recipe)):
+        rows.append(_row(prefix, "+ Turbo + Soft-NMS, config", model, configured, "config"))
+    return rows
+
+
+def describe_change(change: Dict[str, Any]) -> str:
+    """``{"repredict_topk": 10, "resample_masks": True}`` -> "repredict_topk=10, resample_masks"."""
+    parts = []
+    for k, v in change.items():
+        if isinstance(v, dict):
+            parts += [f"{k}.{kk}={vv}" for kk, vv in v.items()]
+        elif v is True:
+            parts.append(k)
+        elif v is False:
+            parts.append(f"no {k}")
+        else:
+            parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+def sweep_variants(
+    model: str,
+    base: TurboParams,
+    changes: Sequence[Dict[str, Any]],
+    prefix: str = "",
+    label: str = "",
+    kind: str = "sweep",
+) -> List[Variant]:
+    """``base`` with each change of ``changes`` in turn (one row each, labelled ``label`` and
+    the change; changes that leave ``base`` as it is are skipped)."""
+    rows = []
+    for change in changes:
+        params = base.replace(**change)
+        if params != base:
+            rows.append(_row(prefix, label + describe_change(change), model, params, kind))
+    return rows
+
+
+def full_sweep_variants(
+    model: str, recipe: Recipe, prefix: str = "", cycles: Sequence[int] = (2, 3)
+) -> List[Variant]:
+    """The benchmark's full sweep, beyond the headline rows: the default with more cycles;
+    the published recipe with each mechanism the default may use, one at a time; and the
+    default without each of them, one at a time."""
+    default = TurboParams().resolved(recipe)
+    published = PUBLISHED.resolved(recipe)
+    mechanisms = [
+        {"repredict_iou": 0.9},
+        {"repredict_iou": 0.9, "resample_masks": True},
+        {"repredict_min_score": 0.3, "resample_masks": True},
+        {"repredict_topk": 10},
+        {"repredict_topk": 10, "resample_masks": True},
+        {"mask_fusion": 0.5},
+        {"subpixel_boxes": True},
+        {"maskness_source": "last"},
+    ]
+    undo = [
+        {k: getattr(published, k)}
+        for k in (
+            "repredict_iou",
+            "repredict_min_score",
+            "repredict_topk",
+            "resample_masks",
+            "mask_fusion",
+            "subpixel_boxes",
+            "maskness_source",
+        )
+    ]
+    return (
+        sweep_variants(
+            model, default, [{"num_iters": c} for c in cycles], prefix, "default, ", kind="cycles"
+        )
+        + sweep_variants(model, published, mechanisms, prefix, "published + ")
+        + sweep_variants(model, default, undo, prefix, "default, ")
+    )
