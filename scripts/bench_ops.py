@@ -24,9 +24,9 @@ import os
 import subprocess
 import sys
 
-import torch
-
 from turbo.models import REFERENCE_MODELS, REPO_ROOT
+
+import torch
 
 
 def parse_args(argv=None):
@@ -107,11 +107,11 @@ def bench_mask_boxes(device, repeats, mask_size):
 
 
 def bench_soft_nms(device, repeats):
-    from torchvision.ops import batched_nms
-
     from turbo.ops import batched_soft_nms
     from turbo.testing import coco_like_candidates
     from turbo.timing import time_calls
+
+    from torchvision.ops import batched_nms
 
     boxes, scores, cls = (t.to(device) for t in coco_like_candidates())
     t = time_calls(
@@ -139,19 +139,14 @@ def bench_soft_nms(device, repeats):
 
 
 def random_model(config: str, device: str, num_iters: int):
-    """A model of ``config`` with random weights whose RPN and box regression are zeroed, so
-    that proposals are anchors and 100 distinct boxes come out, as from a trained model."""
-    from detectron2.modeling import build_model
-
-    from turbo.models import load_config
+    """A model of ``config`` with random weights, 100 distinct boxes out of every image
+    (``turbo.testing.zero_box_regression``), as from a trained model."""
+    from turbo.models import build_turbo_model, load_config
+    from turbo.testing import zero_box_regression
 
     cfg = load_config(
         os.path.join(REPO_ROOT, config),
         [
-            "MODEL.WEIGHTS",
-            "",
-            "MODEL.DEVICE",
-            device,
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
             "0.0",
             "MODEL.TURBO.NUM_ITERS",
@@ -161,15 +156,7 @@ def random_model(config: str, device: str, num_iters: int):
         ],
     )
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        for layer in (
-            model.proposal_generator.rpn_head.anchor_deltas,
-            model.roi_heads.box_predictor.bbox_pred,
-        ):
-            layer.weight.zero_()
-            layer.bias.zero_()
-    return model
+    return zero_box_regression(build_turbo_model(cfg, device)).eval()
 
 
 def bench_end_to_end(device, repeats, soft_nms_seconds):
@@ -225,12 +212,12 @@ def bench_end_to_end(device, repeats, soft_nms_seconds):
 
 
 def bench_host_syncs(device, dataset):
-    from detectron2.data import DatasetCatalog
-
     from turbo.config import PUBLISHED, TurboParams
     from turbo.engine import register_datasets
     from turbo.models import inference_loader, load_model, run_prefix, set_score_thresh
     from turbo.testing import count_host_syncs
+
+    from detectron2.data import DatasetCatalog
 
     register_datasets()
     cfg_file, weights = REFERENCE_MODELS["Mask R-CNN"]

@@ -27,10 +27,10 @@ import os
 import sys
 import time
 
-import torch
-
 from turbo.engine import register_datasets
 from turbo.models import REFERENCE_MODELS, REPO_ROOT
+
+import torch
 
 DEFAULT_MODELS = ["Mask R-CNN", "Cascade"]
 
@@ -84,9 +84,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.utils.logger import setup_logger
-
     from turbo import figures
     from turbo.evaluation import evaluate_variants
     from turbo.models import inference_loader, load_model, set_score_thresh, turbo_heads_of
@@ -94,6 +91,9 @@ def main(argv=None):
     from turbo.report import markdown_table, relative_latency, results_json
     from turbo.timing import measure_latency
     from turbo.variants import full_sweep_variants, headline_variants
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.utils.logger import setup_logger
 
     os.makedirs(args.output_dir, exist_ok=True)
     log = setup_logger(

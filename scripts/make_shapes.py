@@ -17,9 +17,9 @@ import json
 import os
 import time
 
-import numpy as np
-
 from turbo import data as shapes
+
+import numpy as np
 
 
 def _preview(json_file: str, image_root: str, n: int, out_png: str, cols: int = 4) -> str:

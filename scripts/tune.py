@@ -78,8 +78,6 @@ def _value(text):
 
 def main(argv=None):
     a = parse_args(argv)
-    from detectron2.data import DatasetCatalog
-
     from turbo.config import PUBLISHED, TurboParams
     from turbo.engine import register_datasets
     from turbo.evaluation import evaluate_variants
@@ -87,6 +85,10 @@ def main(argv=None):
     from turbo.progress import Progress
     from turbo.variants import Variant, sweep_variants
 
+    from detectron2.data import DatasetCatalog
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="turbo", abbrev_name="turbo")  # progress lines
     register_datasets()
     cfg, model = load_model(a.config_file, a.weights or None, a.device, a.opts)
     if a.score_thresh is not None:

@@ -5,13 +5,13 @@ run: one thread, the known third-party warnings filtered as the package filters 
 import importlib.util
 import os
 
-import detectron2  # noqa: F401  (a missing Detectron2 must fail the run loudly, not skip)
-import pytest
-import torch
-
 import turbo  # noqa: F401  (registers the heads)
 from turbo.testing import make_images
 from turbo.third_party_warnings import filterwarnings_lines
+
+import detectron2  # noqa: F401  (a missing Detectron2 must fail the run loudly, not skip)
+import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

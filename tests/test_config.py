@@ -3,12 +3,6 @@ yacs and the LazyConfig systems (errors name the key as the user wrote it)."""
 
 import dataclasses
 
-import pytest
-from detectron2 import model_zoo
-from detectron2.config import LazyConfig, instantiate
-from detectron2.modeling import build_backbone
-from omegaconf import OmegaConf
-
 from turbo import SoftNMSParams, TurboCascadeROIHeads, TurboParams, TurboROIHeads, ops
 from turbo.config import (
     AUTO,
@@ -20,6 +14,12 @@ from turbo.config import (
 )
 from turbo.lazy import use_turbo
 from turbo.testing import build, tiny_cfg
+
+import pytest
+from detectron2 import model_zoo
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling import build_backbone
+from omegaconf import OmegaConf
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

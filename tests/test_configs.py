@@ -5,6 +5,11 @@ own checkpointer and predict sensibly."""
 import glob
 import os
 
+from turbo import TurboCascadeROIHeads, TurboROIHeads
+from turbo.config import get_turbo_cfg
+from turbo.data import register_shapes
+from turbo.testing import CONFIGS
+
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
@@ -12,11 +17,6 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
-
-from turbo import TurboCascadeROIHeads, TurboROIHeads
-from turbo.config import get_turbo_cfg
-from turbo.data import register_shapes
-from turbo.testing import CONFIGS
 
 ROOT = os.path.dirname(CONFIGS)
 

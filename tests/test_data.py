@@ -5,15 +5,15 @@ import json
 import os
 import threading
 
+from turbo import data as shapes
+from turbo.data.shapes import MIN_VISIBLE_PIXELS
+
 import detectron2  # noqa: F401  (a missing Detectron2 must fail loudly)
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
-
-from turbo import data as shapes
-from turbo.data.shapes import MIN_VISIBLE_PIXELS
 
 SIZE = (64, 96)
 

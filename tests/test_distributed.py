@@ -13,14 +13,14 @@ import subprocess
 import sys
 import time
 
+from turbo.config import get_turbo_cfg
+from turbo.data import ensure_shapes, register_tiny_shapes
+from turbo.testing import CONFIGS, build
+
 import pytest
 import torch
 import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
-
-from turbo.config import get_turbo_cfg
-from turbo.data import ensure_shapes, register_tiny_shapes
-from turbo.testing import CONFIGS, build
 
 ROOT = os.path.dirname(CONFIGS)
 
@@ -237,3 +237,50 @@ def test_two_machines_equal_one(spec, one_process):
     aps, dets = _results(runs[0][1], tta=False)
     assert aps == one_process[0][:2]
     assert dets == {"inference": one_process[1]["inference"]}
+
+
+LAZY_NET = os.path.join(ROOT, "projects", "turbo", "lazyconfig_train_net.py")
+LAZY_CONFIG = os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.py")
+
+
+def _start_lazy(spec, name, flags):
+    """``lazyconfig_train_net.py --eval-only`` of the shipped shapes checkpoint on the tiny
+    dataset, in a session of its own; returns (process, output dir, log path)."""
+    out = spec["root"] / name
+    out.mkdir()
+    log = out / "stdout.txt"
+    cmd = [
+        sys.executable,
+        LAZY_NET,
+        "--config-file",
+        LAZY_CONFIG,
+        "--eval-only",
+        *flags,
+        f"dataloader.test.dataset.names={DATASET}",
+        "dataloader.test.num_workers=0",
+        f"train.output_dir={out}",
+    ]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=spec["env"],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, out, log
+
+
+def test_lazyconfig_two_processes_equal_one(spec):
+    runs = [
+        _start_lazy(spec, "lazy_one", []),
+        _start_lazy(spec, "lazy_two", ["--num-gpus", "2", "--dist-url", "auto"]),
+    ]
+    _wait(runs)
+    assert (runs[1][1] / "log.txt.rank1").is_file()  # a second process did take part
+    (aps_one, dets_one), (aps_two, dets_two) = (_results(out, tta=False) for _, out, _ in runs)
+    assert [task for task, _ in aps_one] == ["bbox", "segm"]
+    assert float(aps_one[0][1]["AP50"]) > 20  # the shipped checkpoint: a real AP
+    assert aps_two == aps_one
+    assert dets_two == dets_one

@@ -4,16 +4,16 @@
 import json
 import os
 
+from turbo.config import get_turbo_cfg
+from turbo.data import register_tiny_shapes
+from turbo.testing import CONFIGS, assert_pasted_masks_inside_boxes, build, tiny_cfg
+
 import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor, default_argument_parser
 from pycocotools import mask as mask_util
-
-from turbo.config import get_turbo_cfg
-from turbo.data import register_tiny_shapes
-from turbo.testing import CONFIGS, assert_pasted_masks_inside_boxes, build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 TURBO = {
@@ -119,3 +119,48 @@ def test_same_command_without_cuda(tmp_path, entry_point):
     )
     cfg = train_net.setup(args)
     assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_lazyconfig_path_gives_the_yacs_ap(tmp_path, monkeypatch, entry_point):
+    """The shipped shapes Mask R-CNN through lazyconfig_train_net.py (LazyConfig .py) and
+    through train_net.py (yacs .yaml): the same COCO box and mask AP on the same images."""
+    monkeypatch.setenv("TURBO_DATASETS", str(tmp_path / "data"))
+    register_tiny_shapes(eager=True)
+    lazy = entry_point("lazyconfig_train_net").main(
+        default_argument_parser().parse_args(
+            [
+                "--config-file",
+                os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.py"),
+                "--eval-only",
+                "dataloader.test.dataset.names=shapes_tiny",
+                "dataloader.test.num_workers=0",
+                f"train.output_dir={tmp_path / 'lazy'}",
+            ]
+        )
+    )
+    yacs = _run_train_net(
+        entry_point,
+        [
+            "--config-file",
+            os.path.join(CONFIGS, "shapes", "turbo_mask_rcnn_R18_FPN.yaml"),
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            os.path.join(os.path.dirname(CONFIGS), "checkpoints", "shapes_mask_rcnn_R18_FPN.pth"),
+            "DATASETS.TEST",
+            "('shapes_tiny',)",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "yacs"),
+        ],
+    )
+    assert set(lazy) == set(yacs) == {"bbox", "segm"}
+    assert lazy["bbox"]["AP50"] > 20  # a trained model: the comparison means something
+    for task in ("bbox", "segm"):  # repr: nan (no object of that size) equals nan
+        assert {k: repr(v) for k, v in lazy[task].items()} == {
+            k: repr(v) for k, v in yacs[task].items()
+        }, task
+    dets = json.load(
+        open(tmp_path / "lazy" / "inference" / "shapes_tiny" / "coco_instances_results.json")
+    )
+    assert len(dets) > 0

@@ -4,14 +4,6 @@ determinism and host syncs."""
 
 import copy
 
-import pytest
-import torch
-import torch.nn.functional as F
-from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone import Backbone
-from detectron2.structures import Boxes, ImageList, Instances
-from torch import nn
-
 from turbo import ops
 from turbo.models import run_prefix
 from turbo.testing import (
@@ -24,6 +16,14 @@ from turbo.testing import (
     make_images,
     tiny_cfg,
 )
+
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import Backbone
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

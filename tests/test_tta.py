@@ -4,11 +4,6 @@ cycles, with a warning) and ``turbo.tta.TurboRCNNWithTTA`` (cycles on the merged
 import collections
 import copy
 
-import detectron2.utils.logger as d2_logger
-import pytest
-import torch
-from detectron2.modeling import GeneralizedRCNNWithTTA
-
 import turbo.heads
 import turbo.tta
 from turbo.testing import (
@@ -20,6 +15,11 @@ from turbo.testing import (
     tiny_cfg,
 )
 from turbo.tta import TurboRCNNWithTTA
+
+import detectron2.utils.logger as d2_logger
+import pytest
+import torch
+from detectron2.modeling import GeneralizedRCNNWithTTA
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

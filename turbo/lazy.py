@@ -16,17 +16,26 @@ published recipe (Mask R-CNN, or cascade for a ``CascadeROIHeads``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.matcher import Matcher
+from detectron2.modeling.roi_heads import CascadeROIHeads, FastRCNNOutputLayers
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig
 
 from .config import SoftNMSParams, TurboParams
 from .heads import turbo_heads
 
-__all__ = ["use_turbo", "turbo_params_node"]
+__all__ = ["use_turbo", "turbo_params_node", "make_cascade"]
+
+# Cascade stages as Detectron2's cascades are trained: (IoU threshold of the proposal matcher,
+# box-regression weights) per stage.
+CASCADE_STAGES = ((0.5, (10, 10, 5, 5)), (0.6, (20, 20, 10, 10)), (0.7, (30, 30, 15, 15)))
 
 
 def turbo_params_node(**params: Any) -> DictConfig:
@@ -45,4 +54,32 @@ def use_turbo(model: DictConfig, **params: Any) -> DictConfig:
     target = heads._target_
     heads._target_ = turbo_heads(locate(target) if isinstance(target, str) else target)
     heads.turbo = turbo_params_node(**params)
+    return heads
+
+
+def make_cascade(heads: DictConfig, box_head: DictConfig, stages=CASCADE_STAGES) -> DictConfig:
+    """Turn a LazyConfig ``StandardROIHeads`` node into a ``CascadeROIHeads`` one, in place:
+    one copy of ``box_head`` and one class-agnostic ``FastRCNNOutputLayers`` per stage, each
+    stage with its matcher IoU and regression weights (``stages``); the mask head, poolers and
+    everything else stay. Call :func:`use_turbo` afterwards for the Turbo version."""
+    for key in ("box_head", "box_predictor", "proposal_matcher"):
+        heads.pop(key, None)
+    heads.update(
+        _target_=CascadeROIHeads,
+        box_heads=[copy.deepcopy(box_head) for _ in stages],
+        box_predictors=[
+            L(FastRCNNOutputLayers)(
+                input_shape=ShapeSpec(channels=box_head.fc_dims[-1]),
+                test_score_thresh=0.05,
+                box2box_transform=L(Box2BoxTransform)(weights=weights),
+                cls_agnostic_bbox_reg=True,
+                num_classes="${...num_classes}",
+            )
+            for _, weights in stages
+        ],
+        proposal_matchers=[
+            L(Matcher)(thresholds=[iou], labels=[0, 1], allow_low_quality_matches=False)
+            for iou, _ in stages
+        ],
+    )
     return heads

@@ -72,8 +72,10 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     probs = finite_probs(probs.to(torch.promote_types(out_dtype, torch.float32)))
     fg = probs >= threshold
     count = fg.sum(dim=1, keepdim=True).clamp(min=1).to(probs.dtype)
-    # Divide before summing so that huge finite inputs cannot overflow the sum.
-    mean = torch.where(fg, probs / count, torch.zeros_like(probs)).sum(dim=1)
+    # Divide before summing so that huge finite inputs cannot overflow the sum; the rounding
+    # of that sum may pass the largest foreground value by an ulp: cap it there.
+    fg_probs = torch.where(fg, probs, torch.zeros_like(probs))
+    mean = torch.minimum((fg_probs / count).sum(dim=1), fg_probs.amax(dim=1))
     return mean.to(out_dtype)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "CONFIGS",
     "tiny_cfg",
     "randomize_heads",
+    "zero_box_regression",
     "build",
     "make_images",
     "clone_inputs",
@@ -95,6 +96,26 @@ def randomize_heads(model: nn.Module, seed: int = 0) -> nn.Module:
                 p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.5))
             elif "bbox_pred" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+    return model
+
+
+def zero_box_regression(model: nn.Module) -> nn.Module:
+    """Zero the RPN's and the box head's regression (every cascade stage), in place: the
+    proposals are the anchors and the boxes the proposals, so that a randomly initialised
+    model yields distinct boxes inside the image, as a trained one does (random regression
+    on unnormalised features throws boxes off the image)."""
+    heads = model.roi_heads
+    predictors = (
+        heads.box_predictor
+        if isinstance(heads.box_predictor, nn.ModuleList)
+        else [heads.box_predictor]
+    )
+    with torch.no_grad():
+        for layer in [model.proposal_generator.rpn_head.anchor_deltas] + [
+            p.bbox_pred for p in predictors
+        ]:
+            layer.weight.zero_()
+            layer.bias.zero_()
     return model
 
 

@@ -31,6 +31,8 @@ KNOWN_WARNINGS: Tuple[Tuple[Type[Warning], str, str], ...] = (
         r"__array__ implementation doesn't accept a copy keyword",
         r"(pycocotools\.mask|detectron2\.evaluation\.coco_evaluation)$",
     ),
+    # Detectron2's ViT and MViT blocks import DropPath and Mlp from timm's old module path.
+    (FutureWarning, r"Importing from timm\.models\.layers is deprecated", r"timm\.models\.layers"),
     # Detectron2's data mapper turns read-only NumPy masks into tensors it never writes.
     (UserWarning, r"The given NumPy array is not writable", r"detectron2\.data\.detection_utils$"),
 )
@@ -38,6 +40,8 @@ KNOWN_WARNINGS: Tuple[Tuple[Type[Warning], str, str], ...] = (
 KNOWN_LOG_RECORDS: Tuple[Tuple[str, str], ...] = (
     # torch.fx logs this once when Detectron2's code asks whether it is being traced.
     ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
+    # PyTorch's CUDA build on a machine without CUDA, when Detectron2 imports cpp_extension.
+    ("torch.utils.cpp_extension", "No CUDA runtime is found"),
 )
 
 

@@ -8,6 +8,9 @@
 
 import os
 
+from turbo.backbone import LastLevelMaxPool
+from turbo.lazy import use_turbo
+
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
@@ -15,9 +18,6 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
-
-from turbo.backbone import LastLevelMaxPool
-from turbo.lazy import use_turbo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHANNELS = 64
@@ -71,7 +71,7 @@ dataloader.test.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=256, max_size=512)
 ]
 dataloader.test.num_workers = 1
-dataloader.evaluator.output_dir = "${...train.output_dir}/inference"
+dataloader.evaluator.output_dir = "${...train.output_dir}/inference/${..test.dataset.names}"
 
 train = model_zoo.get_config("common/train.py").train
 train.init_checkpoint = os.path.join(_REPO, "checkpoints", "shapes_mask_rcnn_R18_FPN.pth")

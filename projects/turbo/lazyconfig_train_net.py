@@ -17,6 +17,9 @@ is not available the processes use gloo and the model runs on CPU.
 
 import logging
 
+from turbo.engine import evaluate_lazy, launch, register_datasets
+from turbo.models import resolve_device
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
@@ -29,9 +32,6 @@ from detectron2.engine import (
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
-
-from turbo.engine import evaluate_lazy, launch, register_datasets
-from turbo.models import resolve_device
 
 logger = logging.getLogger("detectron2")
 

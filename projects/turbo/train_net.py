@@ -17,14 +17,14 @@ configs go through ``lazyconfig_train_net.py``.
 
 import os
 
+from turbo.engine import launch, register_datasets
+from turbo.models import load_config, resolve_device
+from turbo.tta import TurboRCNNWithTTA
+
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator, verify_results
-
-from turbo.engine import launch, register_datasets
-from turbo.models import load_config, resolve_device
-from turbo.tta import TurboRCNNWithTTA
 
 
 class Trainer(DefaultTrainer):
