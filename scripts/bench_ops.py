@@ -220,7 +220,7 @@ def bench_host_syncs(device, dataset):
     from detectron2.data import DatasetCatalog
 
     register_datasets()
-    cfg_file, weights = REFERENCE_MODELS["Mask R-CNN"]
+    _, cfg_file, weights = REFERENCE_MODELS["mask_rcnn"]
     cfg, model = load_model(
         os.path.join(REPO_ROOT, cfg_file), os.path.join(REPO_ROOT, weights), device
     )

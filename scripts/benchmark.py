@@ -32,7 +32,7 @@ from turbo.models import REFERENCE_MODELS, REPO_ROOT
 
 import torch
 
-DEFAULT_MODELS = ["Mask R-CNN", "Cascade"]
+DEFAULT_MODELS = ["mask_rcnn", "cascade"]
 
 
 def parse_args(argv=None):
@@ -103,8 +103,8 @@ def main(argv=None):
     register_datasets()
 
     specs = [tuple(m) for m in args.model or []]
-    for label in args.reference or ([] if specs else DEFAULT_MODELS):
-        cfg_file, weights = REFERENCE_MODELS[label]
+    for name in args.reference or ([] if specs else DEFAULT_MODELS):
+        label, cfg_file, weights = REFERENCE_MODELS[name]
         specs.append((label, os.path.join(REPO_ROOT, cfg_file), os.path.join(REPO_ROOT, weights)))
     models, cfgs, rows = {}, {}, []
     for i, (label, cfg_file, weights) in enumerate(specs):

@@ -693,3 +693,39 @@ def test_resample_masks_degenerate_and_empty():
         4,
         4,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# mask_boxes, sub-pixel
+# --------------------------------------------------------------------------------------------
+
+
+def test_mask_boxes_subpixel_hand_values():
+    """A 2x2 mask of ones in the box [0, 10]^2: the paste is 1 between the cell centres 2.5
+    and 7.5 and falls linearly to 0 at the padding centres -2.5 and 12.5."""
+    masks = torch.ones(1, 2, 2)
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    sub, found = mask_boxes(masks, box, (20, 20), 0.75, subpixel=True)
+    assert found.all()
+    torch.testing.assert_close(sub, torch.tensor([[1.25, 1.25, 8.75, 8.75]]))
+    pixel, _ = mask_boxes(masks, box, (20, 20), 0.75)
+    assert pixel.tolist() == [[1.0, 1.0, 9.0, 9.0]]  # pixel centres 1.5 .. 8.5
+    # at 0.5 the crossings are the box's own edges (clipped to the image on the left)
+    sub, _ = mask_boxes(masks, box, (20, 20), 0.5, subpixel=True)
+    torch.testing.assert_close(sub, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+
+
+@pytest.mark.parametrize("m", [28, 14])
+def test_mask_boxes_subpixel_within_half_a_pixel(m: int):
+    g = torch.Generator().manual_seed(5 + m)
+    h, w = 70, 90
+    for t in (0.2, 0.5, 0.8):
+        masks = _random_masks(g, 40, m, smooth=True)
+        boxes = _random_boxes(g, 40, h, w)
+        pixel, found = mask_boxes(masks, boxes, (h, w), t)
+        sub, sub_found = mask_boxes(masks, boxes, (h, w), t, subpixel=True)
+        assert torch.equal(found, sub_found)
+        assert ((sub[found] - pixel[found]).abs() <= 0.5 + 1e-4).all()
+        f = sub[found]
+        assert (f[:, :2] >= 0).all() and (f[:, 2] <= w).all() and (f[:, 3] <= h).all()
+        torch.testing.assert_close(sub[~found], boxes[~found])

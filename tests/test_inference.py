@@ -1,0 +1,215 @@
+"""turbo.inference.turbo_cycles as a function, against references written out here: which rows
+each re-prediction rule selects, mask fusion, sub-pixel boxes, resampling, Maskness source,
+and host syncs. The mask head is a synthetic, deterministic function of the boxes."""
+
+from turbo import TurboParams
+from turbo.config import MASK_RCNN_RECIPE, PUBLISHED
+from turbo.inference import Detections, turbo_cycles
+from turbo.ops import mask_boxes, maskness, resample_masks
+from turbo.testing import count_host_syncs
+
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
+
+M = 28
+
+
+class BlobHead:
+    """A mask head whose mask of a box is a blob at a fixed place of the image: the same
+    object seen through different boxes, as a trained mask head sees it. Counts calls."""
+
+    def __init__(self, centres):
+        self.centres = centres  # (N, 2) image point of each row's object
+        self.calls = []
+
+    def __call__(self, boxes, classes, counts):
+        self.calls.append((len(boxes), list(counts)))
+        t = (torch.arange(M, dtype=torch.float32) + 0.5) / M
+        xs = boxes[:, None, 0] + t[None] * (boxes[:, None, 2] - boxes[:, None, 0])  # (n, M)
+        ys = boxes[:, None, 1] + t[None] * (boxes[:, None, 3] - boxes[:, None, 1])
+        # the row's object: find its centre from the class id (rows keep their class)
+        c = self.centres[classes]
+        d2 = (xs[:, None, :] - c[:, None, None, 0]) ** 2 + (
+            ys[:, :, None] - c[:, None, None, 1]
+        ) ** 2
+        return torch.sigmoid((144.0 - d2) / 30.0)
+
+
+def _detections(n_per_image=(5, 3), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = sum(n_per_image)
+    centres = torch.rand(n, 2, generator=g) * 60 + 20
+    wh = torch.rand(n, 2, generator=g) * 20 + 20
+    jitter = torch.randn(n, 2, generator=g) * 4
+    boxes = torch.cat([centres + jitter - wh / 2, centres + jitter + wh / 2], dim=1)
+    scores = torch.rand(n, generator=g)
+    sizes = [(100, 100)] * len(n_per_image)
+    start, inst = 0, []
+    for k, size in zip(n_per_image, sizes):
+        sl = slice(start, start + k)
+        inst.append(
+            Instances(
+                size,
+                pred_boxes=Boxes(boxes[sl]),
+                scores=scores[sl],
+                pred_classes=torch.arange(start, start + k),
+            )
+        )
+        start += k
+    dets = Detections.from_instances(inst)
+    return dets, BlobHead(centres)
+
+
+def _params(**changes):
+    return PUBLISHED.resolved(MASK_RCNN_RECIPE).replace(**changes)
+
+
+def _first(dets, head):
+    return head(dets.boxes, dets.classes, list(dets.counts))
+
+
+def test_published_cycle_is_its_definition():
+    dets, head = _detections()
+    p = _params()
+    first = _first(dets, head)
+    out = turbo_cycles(p, dets, first, head)
+    refined, found = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    assert found.all()
+    torch.testing.assert_close(out.boxes, refined)
+    torch.testing.assert_close(out.masks, head(refined, dets.classes, list(dets.counts)))
+    m = maskness(first, p.maskness_thresh)
+    torch.testing.assert_close(
+        out.scores, dets.scores * (1 - p.maskness_weight + p.maskness_weight * m)
+    )
+    # refinement moves the jittered boxes towards the objects
+    assert (matched_pairwise_iou(Boxes(out.boxes), Boxes(dets.boxes)) < 0.99).any()
+
+
+@pytest.mark.parametrize("f", [0.25, 0.5, 1.0])
+def test_mask_fusion(f):
+    dets, head = _detections()
+    first = _first(dets, head)
+    p = _params(mask_fusion=f)
+    out = turbo_cycles(p, dets, first, head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    new = head(refined, dets.classes, list(dets.counts))
+    want = f * resample_masks(first, dets.boxes, refined) + (1 - f) * new
+    torch.testing.assert_close(out.masks, want)
+    torch.testing.assert_close(out.boxes, refined)
+
+
+def test_subpixel_boxes():
+    dets, head = _detections()
+    first = _first(dets, head)
+    out = turbo_cycles(_params(subpixel_boxes=True), dets, first, head)
+    pixel, _ = mask_boxes(first, dets.boxes, dets.image_hw, 0.2)
+    sub, _ = mask_boxes(first, dets.boxes, dets.image_hw, 0.2, subpixel=True)
+    torch.testing.assert_close(out.boxes, sub)
+    assert ((sub - pixel).abs() <= 0.5 + 1e-5).all()
+    assert not torch.equal(sub, sub.round())  # continuous, not whole pixels
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 10])
+@pytest.mark.parametrize("resample", [False, True])
+def test_repredict_topk_selects_each_images_best(k, resample):
+    dets, head = _detections((5, 3))
+    first = _first(dets, head)
+    p = _params(repredict_topk=k, resample_masks=resample)
+    out = turbo_cycles(p, dets, first, head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    # reference: rank within each image by score
+    top = torch.zeros(len(dets.scores), dtype=torch.bool)
+    start = 0
+    for n in dets.counts:
+        s = dets.scores[start : start + n]
+        top[start + torch.argsort(s, descending=True)[:k]] = True
+        start += n
+    assert head.calls[-1] == (int(top.sum()), [min(k, n) for n in dets.counts])
+    torch.testing.assert_close(
+        out.masks[top], head(refined[top], dets.classes[top], [min(k, n) for n in dets.counts])
+    )
+    torch.testing.assert_close(out.boxes[top], refined[top])
+    if resample:
+        torch.testing.assert_close(out.boxes[~top], refined[~top])
+        torch.testing.assert_close(
+            out.masks[~top], resample_masks(first, dets.boxes, refined)[~top]
+        )
+    else:
+        torch.testing.assert_close(out.boxes[~top], dets.boxes[~top])
+        torch.testing.assert_close(out.masks[~top], first[~top])
+    # scores are rescored whatever was re-predicted
+    torch.testing.assert_close(out.scores, turbo_cycles(_params(), dets, first, head).scores)
+
+
+def test_rules_combine():
+    dets, head = _detections((6, 4))
+    first = _first(dets, head)
+    p = _params(repredict_topk=3, repredict_min_score=0.4, repredict_iou=0.95)
+    out = turbo_cycles(p, dets, first, head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    iou = matched_pairwise_iou(Boxes(dets.boxes), Boxes(refined))
+    top = torch.zeros(len(dets.scores), dtype=torch.bool)
+    start = 0
+    for n in dets.counts:
+        top[start + torch.argsort(dets.scores[start : start + n], descending=True)[:3]] = True
+        start += n
+    sel = top & (dets.scores >= 0.4) & (iou < 0.95)
+    assert 0 < sel.sum() < len(sel)
+    torch.testing.assert_close(out.boxes[sel], refined[sel])
+    torch.testing.assert_close(out.boxes[~sel], dets.boxes[~sel])
+    torch.testing.assert_close(out.masks[~sel], first[~sel])
+
+
+def test_maskness_source_last_reads_the_output_masks():
+    dets, head = _detections()
+    first = _first(dets, head)
+    p = _params(maskness_source="last", mask_fusion=0.5)
+    out = turbo_cycles(p, dets, first, head)
+    torch.testing.assert_close(out.maskness, maskness(out.masks, p.maskness_thresh))
+
+
+def test_nothing_selected_stops_the_cycles():
+    dets, head = _detections()
+    first = _first(dets, head)
+    out = turbo_cycles(
+        _params(num_iters=3, repredict_min_score=1.0, resample_masks=True), dets, first, head
+    )
+    assert len(head.calls) == 1  # only the first masks: no row scores 1.0
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, 0.2)
+    torch.testing.assert_close(out.boxes, refined)  # resampled into the refined boxes once
+
+
+def test_unresolved_parameters_are_refused():
+    dets, head = _detections()
+    with pytest.raises(ValueError, match="resolved parameters"):
+        turbo_cycles(TurboParams(), dets, _first(dets, head), head)
+
+
+class _Heads:
+    """count_host_syncs wraps ``predict_masks`` of a heads object."""
+
+    def __init__(self, head):
+        self.predict_masks = head
+
+
+@pytest.mark.parametrize(
+    "changes,syncs",
+    [
+        ({}, False),
+        ({"repredict_topk": 3, "resample_masks": True, "mask_fusion": 0.5}, False),
+        ({"repredict_topk": 3}, False),
+        ({"repredict_min_score": 0.3}, True),
+        ({"repredict_iou": 0.9}, True),
+    ],
+)
+def test_host_syncs(changes, syncs):
+    """Every mask re-predicted, or the top k only: no host sync; the value-based rules read
+    the device."""
+    dets, head = _detections()
+    first = _first(dets, head)
+    heads = _Heads(head)
+    with count_host_syncs(heads) as found:
+        turbo_cycles(_params(num_iters=2, **changes), dets, first, heads.predict_masks)
+    assert bool(found) == syncs, found
