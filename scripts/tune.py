@@ -32,7 +32,8 @@ GRIDS = {
         "resample_masks": [True, False],
         "mask_fusion": [0.25, 0.4, 0.5, 0.6, 0.75],
         "subpixel_boxes": [True, False],
-        "maskness_source": ["first", "last"],
+        "maskness_source": ["first", "last", "both"],
+        "rescore_agreement": [True, False],
         "num_iters": [1, 2],
     },
 }
@@ -107,7 +108,7 @@ def main(argv=None):
         Variant(f"{a.base}", "m", base),
     ]
     grid = GRIDS[a.grid]
-    for key in a.sweep or list(grid):
+    for key in list(grid) if a.sweep is None else a.sweep:
         rows += sweep_variants("m", base, [{key: v} for v in grid[key]], label=f"{a.base}, ")
     for pair in a.pairs:
         change = dict((k, _value(v)) for k, v in (kv.split("=") for kv in pair.split(",")))

@@ -39,6 +39,7 @@ BAD = [
     ("RESAMPLE_MASKS", "yes", "resample_masks"),
     ("MASK_FUSION", 1.2, "mask_fusion"),
     ("SUBPIXEL_BOXES", 1, "subpixel_boxes"),
+    ("RESCORE_AGREEMENT", "no", "rescore_agreement"),
     ("SOFT_NMS.ENABLED", "on", "soft_nms.enabled"),
     ("SOFT_NMS.METHOD", "cubic", "soft_nms.method"),
     ("SOFT_NMS.IOU_THRESH", 1.01, "soft_nms.iou_thresh"),

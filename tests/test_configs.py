@@ -74,3 +74,19 @@ def test_shipped_checkpoint_predicts(config, weights):
     # a trained model finds most objects of a validation image
     best = pairwise_iou(gt, inst.pred_boxes).max(dim=1).values
     assert (best > 0.5).float().mean() > 0.5, best
+
+
+PUBLISHED_FILES = sorted(glob.glob(os.path.join(CONFIGS, "**", "*_published.yaml"), recursive=True))
+
+
+@pytest.mark.parametrize(
+    "path", PUBLISHED_FILES, ids=[os.path.basename(p) for p in PUBLISHED_FILES]
+)
+def test_published_configs_are_the_published_recipe(path):
+    """Each *_published.yaml gives exactly turbo.config.PUBLISHED, the head's own recipe for
+    the thresholds, whatever its base config (the default or a tuned one) sets."""
+    from turbo.config import PUBLISHED
+
+    model = build_model(_cfg(path))
+    assert model.roi_heads.turbo == PUBLISHED.resolved(type(model.roi_heads).recipe())
+    assert os.path.isfile(path.replace("_published.yaml", ".yaml"))

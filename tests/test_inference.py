@@ -213,3 +213,44 @@ def test_host_syncs(changes, syncs):
     with count_host_syncs(heads) as found:
         turbo_cycles(_params(num_iters=2, **changes), dets, first, heads.predict_masks)
     assert bool(found) == syncs, found
+
+
+@pytest.mark.parametrize("topk", [0, 3])
+def test_rescore_agreement(topk):
+    """Each re-predicted row's score is rescored by the soft IoU of its new mask with the
+    earlier one resampled into the refined box; rows not re-predicted keep their score."""
+    dets, head = _detections((5, 3))
+    first = _first(dets, head)
+    p = _params(rescore_agreement=True, repredict_topk=topk, resample_masks=True, mask_fusion=0.5)
+    out = turbo_cycles(p, dets, first, head)
+    ref = turbo_cycles(p.replace(rescore_agreement=False), dets, first, head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    earlier = resample_masks(first, dets.boxes, refined)
+    new = head(refined, dets.classes, list(dets.counts))
+    agree = torch.minimum(earlier, new).flatten(1).sum(1) / torch.maximum(earlier, new).flatten(
+        1
+    ).sum(1)
+    selected = torch.ones_like(agree, dtype=torch.bool)
+    if topk:
+        selected[:] = False
+        start = 0
+        for n in dets.counts:
+            order = torch.argsort(dets.scores[start : start + n], descending=True)[:topk]
+            selected[start + order] = True
+            start += n
+    w = p.maskness_weight
+    want = torch.where(selected, ref.scores * ((1 - w) + w * agree), ref.scores)
+    torch.testing.assert_close(out.scores, want)
+    torch.testing.assert_close(out.masks, ref.masks)
+    assert (agree < 1).all() and (agree > 0.3).all()
+
+
+def test_maskness_source_both():
+    dets, head = _detections()
+    first = _first(dets, head)
+    p = _params(maskness_source="both", mask_fusion=0.5)
+    out = turbo_cycles(p, dets, first, head)
+    w = p.maskness_weight
+    m1, m2 = maskness(first, p.maskness_thresh), maskness(out.masks, p.maskness_thresh)
+    torch.testing.assert_close(out.scores, dets.scores * ((1 - w) + w * m1) * ((1 - w) + w * m2))
+    torch.testing.assert_close(out.maskness, m2)

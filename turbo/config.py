@@ -43,7 +43,7 @@ __all__ = [
 # yacs value of a recipe key meaning "the head's published recipe" (``None`` in Python).
 AUTO = -1.0
 EMPTY_MASK_MODES = ("keep", "drop")
-MASKNESS_SOURCES = ("first", "last")
+MASKNESS_SOURCES = ("first", "last", "both")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,8 @@ class TurboParams:
     box_fusion: Optional[float] = None
     # Detections whose mask has no pixel >= box_thresh: "keep" (their box and mask) or "drop".
     empty_mask: str = "keep"
-    # Masks Maskness is read from: "first" (the detector's boxes, published) or "last" (output).
+    # Masks Maskness is read from: "first" (the detector's boxes, published), "last" (the
+    # output masks), or "both" (the score is rescored by each of the two).
     maskness_source: str = "first"
     # Re-predict a mask only when IoU(refined box, its box) is below this, in [0, 1]; 1 = all.
     repredict_iou: float = 1.0
@@ -135,6 +136,9 @@ class TurboParams:
     mask_fusion: float = 0.0
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
+    # Rescore a re-predicted detection by the agreement (soft IoU) of its new mask with the
+    # earlier one resampled into its box, weighted like Maskness.
+    rescore_agreement: bool = False
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
@@ -291,6 +295,7 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "resample_masks": (_bool, "True or False"),
     "mask_fusion": (_unit, "a number in [0, 1]"),
     "subpixel_boxes": (_bool, "True or False"),
+    "rescore_agreement": (_bool, "True or False"),
     "soft_nms.enabled": (_bool, "True or False"),
     "soft_nms.method": _choice(SOFT_NMS_METHODS),
     "soft_nms.iou_thresh": (_unit, "a number in [0, 1]"),
@@ -348,6 +353,7 @@ PUBLISHED = TurboParams(
     resample_masks=False,
     mask_fusion=0.0,
     subpixel_boxes=False,
+    rescore_agreement=False,
     soft_nms=SoftNMSParams(
         enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001
     ),

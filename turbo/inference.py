@@ -196,7 +196,11 @@ def turbo_cycles(
     the refined box with their mask resampled into it). With ``mask_fusion`` f, a re-predicted
     mask is f * (the earlier mask resampled into the refined box) + (1 - f) * the new one.
     Cycles stop early when no row is selected. Finally scores are rescored by the Maskness of
-    the first masks (``maskness_source`` "first") or of the output masks ("last").
+    the first masks (``maskness_source`` "first"), of the output masks ("last"), or by each
+    of the two in turn ("both"; the ``maskness`` returned is then the output masks'); with
+    ``rescore_agreement``, also by the agreement (soft IoU) of each re-predicted mask with the
+    earlier mask resampled into its box, in the last cycle that re-predicted it: each factor
+    is ``(1 - w) + w * value`` with the recipe's Maskness weight w.
 
     Host syncs: none when every mask is re-predicted or when ``repredict_topk`` is the only
     condition (the selected rows are then known from the counts); the other conditions
@@ -208,6 +212,8 @@ def turbo_cycles(
     boxes, classes, counts = detections.boxes, detections.classes, list(detections.counts)
     first_masks = masks
     found_all = torch.ones_like(detections.scores, dtype=torch.bool)
+    agreement = torch.ones_like(detections.scores)
+    need_earlier = p.mask_fusion > 0 or p.rescore_agreement
     for _ in range(p.num_iters):
         # turbo detection: mask-to-box refinement
         mask_box, found = mask_boxes(
@@ -216,29 +222,45 @@ def turbo_cycles(
         found_all &= found
         refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
         # turbo segmentation: the mask head again, in the refined boxes
-        if not p.adaptive:
+        if not p.adaptive:  # every row: no data-dependent shapes, no host sync
+            rows = None
+            earlier = resample_masks(masks, boxes, refined) if need_earlier else None
             new = predict(refined, classes, counts)
-            if p.mask_fusion > 0:
-                new = torch.lerp(new, resample_masks(masks, boxes, refined), p.mask_fusion)
-            boxes, masks = refined, new
-            continue
-        rows, selected_counts = _selected_rows(p, detections, boxes, refined)
-        if p.resample_masks:  # every row takes its refined box
-            masks = resample_masks(masks, boxes, refined)
-            earlier, boxes = masks[rows], refined
+            boxes = refined
         else:
-            earlier = resample_masks(masks[rows], boxes[rows], refined[rows])
-            boxes = boxes.index_put((rows,), refined[rows])
-        if sum(selected_counts) == 0:
-            break  # nothing to re-predict: further cycles would change nothing
-        new = predict(refined[rows], classes[rows], selected_counts)
+            rows, selected_counts = _selected_rows(p, detections, boxes, refined)
+            if p.resample_masks:  # every row takes its refined box
+                masks = resample_masks(masks, boxes, refined)
+                earlier, boxes = masks[rows], refined
+            else:
+                earlier = resample_masks(masks[rows], boxes[rows], refined[rows])
+                boxes = boxes.index_put((rows,), refined[rows])
+            if sum(selected_counts) == 0:
+                break  # nothing to re-predict: further cycles would change nothing
+            new = predict(refined[rows], classes[rows], selected_counts)
+        if p.rescore_agreement:
+            agree = _soft_iou(earlier, new)
+            agreement = agree if rows is None else agreement.index_put((rows,), agree)
         if p.mask_fusion > 0:
             new = torch.lerp(new, earlier, p.mask_fusion)
-        masks = masks.index_put((rows,), new)
+        masks = new if rows is None else masks.index_put((rows,), new)
 
+    w = p.maskness_weight
     m = maskness(first_masks if p.maskness_source == "first" else masks, p.maskness_thresh)
-    scores = detections.scores * ((1.0 - p.maskness_weight) + p.maskness_weight * m)
+    scores = detections.scores * ((1.0 - w) + w * m)
+    if p.maskness_source == "both":  # the first masks' Maskness rescores once more
+        scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))
+    if p.rescore_agreement:
+        scores = scores * ((1.0 - w) + w * agreement)
     return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
+
+
+def _soft_iou(a: Tensor, b: Tensor) -> Tensor:
+    """(N,) soft IoU of two stacks of (N, M, M) probability masks: sum(min) / sum(max), 1
+    where both are empty."""
+    inter = torch.minimum(a, b).flatten(1).sum(dim=1)
+    union = torch.maximum(a, b).flatten(1).sum(dim=1)
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(union))
 
 
 def per_image_instances(
