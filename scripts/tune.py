@@ -51,7 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--max-images", type=int, default=0)
     p.add_argument("--grid", choices=list(GRIDS), default="thresholds")
     p.add_argument(
-        "--sweep", nargs="+", default=None, help="keys of the grid to sweep (default: all of them)"
+        "--sweep",
+        nargs="*",
+        default=None,
+        help="keys of the grid to sweep (default: all of them; none with an empty list)",
     )
     p.add_argument("--base", choices=["published", "default", "config"], default="config")
     p.add_argument(

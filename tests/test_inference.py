@@ -254,3 +254,14 @@ def test_maskness_source_both():
     m1, m2 = maskness(first, p.maskness_thresh), maskness(out.masks, p.maskness_thresh)
     torch.testing.assert_close(out.scores, dets.scores * ((1 - w) + w * m1) * ((1 - w) + w * m2))
     torch.testing.assert_close(out.maskness, m2)
+
+
+def test_maskness_source_mean():
+    dets, head = _detections()
+    first = _first(dets, head)
+    p = _params(maskness_source="mean", mask_fusion=0.5)
+    out = turbo_cycles(p, dets, first, head)
+    w = p.maskness_weight
+    m = 0.5 * (maskness(first, p.maskness_thresh) + maskness(out.masks, p.maskness_thresh))
+    torch.testing.assert_close(out.scores, dets.scores * ((1 - w) + w * m))
+    torch.testing.assert_close(out.maskness, m)

@@ -43,7 +43,7 @@ __all__ = [
 # yacs value of a recipe key meaning "the head's published recipe" (``None`` in Python).
 AUTO = -1.0
 EMPTY_MASK_MODES = ("keep", "drop")
-MASKNESS_SOURCES = ("first", "last", "both")
+MASKNESS_SOURCES = ("first", "last", "both", "mean")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,11 @@ class TurboParams:
     built (:meth:`resolved`). In a LazyConfig: ``model.roi_heads.turbo =
     L(TurboParams)(num_iters=1, soft_nms=L(SoftNMSParams)(enabled=True))``; ``soft_nms`` may
     also be given as a mapping of :class:`SoftNMSParams` fields.
+
+    The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
+    each image's 20 highest-scoring detections get a second mask-head pass (the others take
+    the refined box, their mask resampled into it); a re-predicted mask is averaged with its
+    first one; the score is rescored by the Maskness of both masks and by their agreement.
     """
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
@@ -119,26 +124,27 @@ class TurboParams:
     # Detections whose mask has no pixel >= box_thresh: "keep" (their box and mask) or "drop".
     empty_mask: str = "keep"
     # Masks Maskness is read from: "first" (the detector's boxes, published), "last" (the
-    # output masks), or "both" (the score is rescored by each of the two).
-    maskness_source: str = "first"
+    # output masks), "both" (the score is rescored by each of the two), or "mean" (rescored
+    # once by the mean of the two).
+    maskness_source: str = "both"
     # Re-predict a mask only when IoU(refined box, its box) is below this, in [0, 1]; 1 = all.
     repredict_iou: float = 1.0
     # Re-predict a mask only when the detection's score is at least this, in [0, 1]; 0 = all.
     repredict_min_score: float = 0.0
     # Re-predict a mask only when the detection ranks among its image's top k by score,
     # k >= 0; 0 = no rank condition.
-    repredict_topk: int = 0
+    repredict_topk: int = 20
     # Masks not re-predicted still take the refined box, resampled into it (True), or keep
     # the box they were predicted in (False).
-    resample_masks: bool = False
+    resample_masks: bool = True
     # Weight of the earlier mask, resampled into the refined box, in each re-predicted mask:
     # mask = f * earlier + (1 - f) * re-predicted, in [0, 1]; 0 = the re-predicted mask alone.
-    mask_fusion: float = 0.0
+    mask_fusion: float = 0.5
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
     # Rescore a re-predicted detection by the agreement (soft IoU) of its new mask with the
     # earlier one resampled into its box, weighted like Maskness.
-    rescore_agreement: bool = False
+    rescore_agreement: bool = True
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 

@@ -8,14 +8,16 @@ import logging
 from typing import Any, Callable, Optional
 
 import detectron2.utils.comm as comm
+import torch
 import torch.distributed as dist
 from detectron2.config import instantiate
 from detectron2.engine import launch as d2_launch
+from detectron2.engine.defaults import create_ddp_model as d2_create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 
 from .data import register_shapes, register_tiny_shapes
 
-__all__ = ["register_datasets", "launch", "evaluate_lazy"]
+__all__ = ["register_datasets", "launch", "create_ddp_model", "evaluate_lazy"]
 
 
 def register_datasets() -> None:
@@ -51,6 +53,15 @@ def launch(main_func: Callable[[Any], Any], args: Any) -> None:
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+    """Detectron2's ``create_ddp_model`` (the model itself in a single process), usable on CPU:
+    Detectron2 always passes ``device_ids=[local rank]``, which DistributedDataParallel refuses
+    for a module on CPU, so a CPU model gets ``device_ids=None`` unless the caller sets them."""
+    if next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return d2_create_ddp_model(model, **kwargs)
 
 
 def evaluate_lazy(cfg, model) -> Optional[dict]:

@@ -1,22 +1,26 @@
 """Side-by-side COCO evaluation of inference variants of trained models (the benchmark engine).
 
 All variants of a model share its weights and differ only in their :class:`TurboParams`, so
-the shared prefix (backbone and proposals) runs once per batch and model, and every variant's
-ROI heads run on the same features and proposals, each variant with its own
-``COCOEvaluator``.
+the shared prefix (backbone and proposals) runs once per batch and model, the detection stage
+and the first mask prediction once per batch, model and suppression (hard NMS, or each
+Soft-NMS setting), and each variant runs the rest of its ROI heads (``heads.segment``) on the
+same detections and first masks, each with its own
+``COCOEvaluator``. The outputs are those of ``model(batch)`` under each variant's parameters
+(tested).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.evaluation import COCOEvaluator
-from torch import nn
+from detectron2.structures import Instances
+from torch import Tensor, nn
 
-from .models import run_heads, run_prefix, turbo_heads_of
+from .models import postprocess, run_prefix, turbo_heads_of
 from .variants import Variant
 
 __all__ = ["evaluate_variants"]
@@ -57,11 +61,26 @@ def evaluate_variants(
         for key, model in models.items():
             heads = turbo_heads_of(model)
             prefix = run_prefix(model, batch)
+            # suppression -> (detections, their first masks)
+            stages: Dict[object, Tuple[List[Instances], Optional[Tensor]]] = {}
             for v in variants:
                 if v.model != key:
                     continue
-                with heads.turbo_params(v.params):
-                    outputs = run_heads(model, prefix, batch)
+                with heads.turbo_params(v.params) as p:
+                    suppression = p.soft_nms if p.soft_nms.enabled else None
+                    if suppression not in stages:
+                        found = heads.detect(prefix.features, prefix.proposals)
+                        first = heads.first_masks(prefix.features, found) if heads.mask_on else None
+                        stages[suppression] = (found, first)
+                    found, first = stages[suppression]
+                    # segment adds fields to what it is given, and Detectron2's postprocessing
+                    # rescales boxes in place: each variant gets its own copies
+                    detections = [
+                        Instances(x.image_size, **{k: t.clone() for k, t in x.get_fields().items()})
+                        for x in found
+                    ]
+                    results = heads.segment(prefix.features, detections, first)
+                outputs = postprocess(results, batch, prefix.images.image_sizes)
                 evaluators[v.name].process(batch, outputs)
                 num_dets[v.name] += sum(len(o["instances"]) for o in outputs)
                 if len(kept[v.name]) < keep_outputs:

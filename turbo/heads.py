@@ -135,10 +135,29 @@ class TurboMixin:
     ) -> Tuple[List[Instances], Dict[str, Tensor]]:
         if self.training or not self.turbo.active:
             return super().forward(images, features, proposals, targets)
-        instances = self.detect(features, proposals)
+        return self.segment(features, self.detect(features, proposals)), {}
+
+    def segment(
+        self,
+        features: Dict[str, Tensor],
+        instances: List[Instances],
+        first_masks: Optional[Tensor] = None,
+    ) -> List[Instances]:
+        """Everything after the detection stage: :meth:`refine` (the mask head, the turbo
+        cycles, Maskness) and the keypoint head, or with ``num_iters`` 0 the parent's
+        ``forward_with_given_boxes``. ``segment(features, detect(features, proposals))`` is
+        the heads' inference, the parent's exactly when Turbo is off; ``instances`` may be
+        added fields to.
+
+        ``first_masks``: :meth:`first_masks` of ``instances`` when already computed (several
+        parameter sets on the same detections share them); with ``num_iters`` 0 they are the
+        output masks as the parent's mask head gives them."""
+        if self.mask_on and first_masks is not None and self.turbo.num_iters == 0:
+            for x, m in zip(instances, first_masks[:, None].split([len(x) for x in instances])):
+                x.pred_masks = m
+            return self._forward_keypoint(features, instances)
         if self.turbo.num_iters > 0 and self.mask_on:
-            instances = self.refine(features, instances)
-            return self._forward_keypoint(features, instances), {}
+            return self._forward_keypoint(features, self.refine(features, instances, first_masks))
         if self.turbo.num_iters > 0:
             # Detectron2's test-time augmentation turns the mask head off while it gathers
             # boxes; it then calls ``forward_with_given_boxes`` on the merged boxes.
@@ -151,7 +170,7 @@ class TurboMixin:
                 n=1,
                 name=__name__,
             )
-        return self.forward_with_given_boxes(features, instances), {}
+        return self.forward_with_given_boxes(features, instances)
 
     def detect(self, features: Dict[str, Tensor], proposals: List[Instances]) -> List[Instances]:
         """The detection stage: the parent's own (hard NMS) or Soft-NMS over the same
@@ -225,12 +244,29 @@ class TurboMixin:
         per_image = self._forward_mask(features, per_image)
         return finite_probs(cat([x.pred_masks for x in per_image])[:, 0])
 
-    def refine(self, features: Dict[str, Tensor], instances: List[Instances]) -> List[Instances]:
+    def first_masks(self, features: Dict[str, Tensor], instances: List[Instances]) -> Tensor:
+        """Vanilla segmentation: (N, M, M) finite mask probabilities of the N detections of
+        ``instances`` (rows in image order), predicted in their ``pred_boxes``."""
+        return self.predict_masks(
+            features,
+            cat([x.pred_boxes.tensor for x in instances]),
+            cat([x.pred_classes for x in instances]),
+            [len(x) for x in instances],
+            [x.image_size for x in instances],
+        )
+
+    def refine(
+        self,
+        features: Dict[str, Tensor],
+        instances: List[Instances],
+        first_masks: Optional[Tensor] = None,
+    ) -> List[Instances]:
         """Vanilla segmentation, the turbo cycles and Maskness rescoring of detections.
 
         Args:
             instances: per image, ``pred_boxes`` (XYXY, resized input image), ``scores``,
                 ``pred_classes`` from the detection stage.
+            first_masks: their :meth:`first_masks`, when already computed.
 
         Returns:
             per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored),
@@ -248,8 +284,9 @@ class TurboMixin:
         sizes = [x.image_size for x in instances]
         dets = Detections.from_instances(instances)
         predict = functools.partial(self.predict_masks, features, image_sizes=sizes)
-        first = predict(dets.boxes, dets.classes, list(dets.counts))
-        out = turbo_cycles(self.turbo, dets, first, predict)
+        if first_masks is None:
+            first_masks = predict(dets.boxes, dets.classes, list(dets.counts))
+        out = turbo_cycles(self.turbo, dets, first_masks, predict)
         return out.to_instances(dets, sizes, drop_empty=self.turbo.empty_mask == "drop")
 
 

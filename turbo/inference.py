@@ -197,7 +197,8 @@ def turbo_cycles(
     mask is f * (the earlier mask resampled into the refined box) + (1 - f) * the new one.
     Cycles stop early when no row is selected. Finally scores are rescored by the Maskness of
     the first masks (``maskness_source`` "first"), of the output masks ("last"), or by each
-    of the two in turn ("both"; the ``maskness`` returned is then the output masks'); with
+    of the two in turn ("both"; the ``maskness`` returned is then the output masks'), or once
+    by their mean ("mean", which is returned); with
     ``rescore_agreement``, also by the agreement (soft IoU) of each re-predicted mask with the
     earlier mask resampled into its box, in the last cycle that re-predicted it: each factor
     is ``(1 - w) + w * value`` with the recipe's Maskness weight w.
@@ -247,6 +248,8 @@ def turbo_cycles(
 
     w = p.maskness_weight
     m = maskness(first_masks if p.maskness_source == "first" else masks, p.maskness_thresh)
+    if p.maskness_source == "mean":  # one rescoring by the mean of the two
+        m = 0.5 * (m + maskness(first_masks, p.maskness_thresh))
     scores = detections.scores * ((1.0 - w) + w * m)
     if p.maskness_source == "both":  # the first masks' Maskness rescores once more
         scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))

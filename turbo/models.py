@@ -48,6 +48,7 @@ __all__ = [
     "Prefix",
     "run_prefix",
     "run_heads",
+    "postprocess",
 ]
 
 AnyConfig = Union[CfgNode, DictConfig]
@@ -198,10 +199,16 @@ def run_heads(model: GeneralizedRCNN, prefix: Prefix, batch: Optional[List[dict]
     """The ROI heads on a prefix: per image ``Instances`` in the resized input image, or, with
     ``batch``, Detectron2's postprocessed outputs (``[{"instances": ...}]``, original image)."""
     results, _ = model.roi_heads(prefix.images, prefix.features, prefix.proposals, None)
-    if batch is None:
-        return results
-    # what GeneralizedRCNN.inference does after its ROI heads (its helper is private)
+    return results if batch is None else postprocess(results, batch, prefix.images.image_sizes)
+
+
+def postprocess(
+    results: List[Instances], batch: List[dict], image_sizes: List[Tuple[int, int]]
+) -> List[dict]:
+    """Per image ``Instances`` in the resized input image (``image_sizes``) to Detectron2's
+    outputs in the original image, ``[{"instances": ...}]``: what ``GeneralizedRCNN.inference``
+    does after its ROI heads (its helper is private)."""
     return [
         {"instances": detector_postprocess(r, x.get("height", size[0]), x.get("width", size[1]))}
-        for r, x, size in zip(results, batch, prefix.images.image_sizes)
+        for r, x, size in zip(results, batch, image_sizes)
     ]

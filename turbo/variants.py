@@ -118,9 +118,13 @@ def full_sweep_variants(
         {"repredict_min_score": 0.3, "resample_masks": True},
         {"repredict_topk": 10},
         {"repredict_topk": 10, "resample_masks": True},
+        {"repredict_topk": 20, "resample_masks": True},
         {"mask_fusion": 0.5},
         {"subpixel_boxes": True},
         {"maskness_source": "last"},
+        {"maskness_source": "both"},
+        {"maskness_source": "mean"},
+        {"rescore_agreement": True},
     ]
     undo = [
         {k: getattr(published, k)}
@@ -132,6 +136,7 @@ def full_sweep_variants(
             "mask_fusion",
             "subpixel_boxes",
             "maskness_source",
+            "rescore_agreement",
         )
     ]
     return (

@@ -17,7 +17,7 @@ is not available the processes use gloo and the model runs on CPU.
 
 import logging
 
-from turbo.engine import evaluate_lazy, launch, register_datasets
+from turbo.engine import create_ddp_model, evaluate_lazy, launch, register_datasets
 from turbo.models import resolve_device
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -30,7 +30,6 @@ from detectron2.engine import (
     default_writers,
     hooks,
 )
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 
 logger = logging.getLogger("detectron2")
