@@ -8,6 +8,7 @@ from turbo.config import (
     AUTO,
     CASCADE_RECIPE,
     MASK_RCNN_RECIPE,
+    NUMERIC_RECIPE_KEYS,
     RECIPE_KEYS,
     add_turbo_config,
     get_turbo_cfg,
@@ -55,8 +56,10 @@ def test_yacs_node_holds_the_dataclass_defaults():
         if f.name == "soft_nms":
             for g in dataclasses.fields(SoftNMSParams):
                 assert t.SOFT_NMS[g.name.upper()] == getattr(d.soft_nms, g.name)
-        elif f.name in RECIPE_KEYS:
+        elif f.name in NUMERIC_RECIPE_KEYS:
             assert t[f.name.upper()] == AUTO and getattr(d, f.name) is None
+        elif f.name in RECIPE_KEYS:
+            assert t[f.name.upper()] is None and getattr(d, f.name) is None
         else:
             assert t[f.name.upper()] == getattr(d, f.name), f.name
     # one home for the Soft-NMS defaults: the ops' function defaults are the config's
@@ -94,13 +97,28 @@ def test_add_turbo_config_merges_every_key_from_a_file(tmp_path):
 )
 def test_recipes_resolve_per_head_class(head, recipe):
     assert head.recipe() == recipe
-    m = build(tiny_cfg(head.__name__))
+    # (tiny_cfg sets the published mechanisms; unset the two that are recipe keys)
+    unset = {"MODEL.TURBO.MASKNESS_SOURCE": None, "MODEL.TURBO.RESCORE_AGREEMENT": None}
+    m = build(tiny_cfg(head.__name__, **unset))
     for k in RECIPE_KEYS:
         assert getattr(m.roi_heads.turbo, k) == getattr(recipe, k)
     # a value set in the config wins over the recipe
     m = build(tiny_cfg(head.__name__, **{"MODEL.TURBO.BOX_THRESH": 0.3}))
     assert m.roi_heads.turbo.box_thresh == 0.3
     assert m.roi_heads.turbo.maskness_thresh == recipe.maskness_thresh
+    # the non-numeric recipe keys too: unset (None) in yacs, any allowed value wins
+    other = "first" if recipe.maskness_source != "first" else "both"
+    m = build(
+        tiny_cfg(
+            head.__name__,
+            **{
+                "MODEL.TURBO.MASKNESS_SOURCE": other,
+                "MODEL.TURBO.RESCORE_AGREEMENT": not recipe.rescore_agreement,
+            },
+        )
+    )
+    assert m.roi_heads.turbo.maskness_source == other
+    assert m.roi_heads.turbo.rescore_agreement == (not recipe.rescore_agreement)
 
 
 @pytest.mark.parametrize("head", [TurboROIHeads, TurboCascadeROIHeads])

@@ -4,8 +4,9 @@ published recipes, and their validation.
 
 Every default lives here once: :class:`TurboParams` and :class:`SoftNMSParams` hold them,
 ``add_turbo_config`` copies them into the yacs node, and the recipe keys (``box_thresh``,
-``maskness_thresh``, ``maskness_weight``, ``box_fusion``) default to "unset" (``-1`` in yacs,
-``None`` in Python and LazyConfig), which the head resolves to its own published recipe
+``maskness_thresh``, ``maskness_weight``, ``box_fusion``, ``maskness_source``,
+``rescore_agreement``) default to "unset" (``-1`` for the numbers and ``None`` for the others
+in yacs, ``None`` in Python and LazyConfig), which the head resolves to its own recipe
 (:data:`MASK_RCNN_RECIPE` or :data:`CASCADE_RECIPE`).
 
 Bad values raise ``ValueError`` naming the key as the user wrote it: ``MODEL.TURBO.BOX_THRESH``
@@ -34,6 +35,8 @@ __all__ = [
     "CASCADE_RECIPE",
     "PUBLISHED",
     "AUTO",
+    "RECIPE_KEYS",
+    "NUMERIC_RECIPE_KEYS",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
     "yacs_key",
@@ -48,21 +51,47 @@ MASKNESS_SOURCES = ("first", "last", "both", "mean")
 
 @dataclass(frozen=True)
 class Recipe:
-    """The thresholds of one published recipe: the values of recipe keys left unset."""
+    """The values of recipe keys left unset, per head class: the published thresholds, and
+    how the default reads the masks into the score."""
 
     box_thresh: float
     maskness_thresh: float
     maskness_weight: float
     box_fusion: float
+    # Where the published recipe weighs Maskness in part (Mask R-CNN, w = 0.35), the default
+    # rescores by both masks and their agreement; where it already weighs Maskness fully (the
+    # cascade, w = 1.0), more rescoring would shrink every score and reorder boxes, so the
+    # default keeps the published rescoring.
+    maskness_source: str
+    rescore_agreement: bool
 
 
-# Published Mask R-CNN recipe (used by TurboROIHeads and other StandardROIHeads).
+# Mask R-CNN (TurboROIHeads and other StandardROIHeads): published thresholds.
 MASK_RCNN_RECIPE = Recipe(
-    box_thresh=0.20, maskness_thresh=0.35, maskness_weight=0.35, box_fusion=0.0
+    box_thresh=0.20,
+    maskness_thresh=0.35,
+    maskness_weight=0.35,
+    box_fusion=0.0,
+    maskness_source="both",
+    rescore_agreement=True,
 )
-# Published cascade recipe (HTC / Cascade Mask R-CNN; used by CascadeROIHeads subclasses).
-CASCADE_RECIPE = Recipe(box_thresh=0.23, maskness_thresh=0.5, maskness_weight=1.0, box_fusion=0.5)
+# Cascades (HTC / Cascade Mask R-CNN; CascadeROIHeads subclasses): published thresholds.
+CASCADE_RECIPE = Recipe(
+    box_thresh=0.23,
+    maskness_thresh=0.5,
+    maskness_weight=1.0,
+    box_fusion=0.5,
+    maskness_source="first",
+    rescore_agreement=False,
+)
 RECIPE_KEYS: Tuple[str, ...] = tuple(f.name for f in fields(Recipe))
+# Recipe keys that are numbers: unset is -1 in yacs; the others are unset as None there.
+NUMERIC_RECIPE_KEYS: Tuple[str, ...] = (
+    "box_thresh",
+    "maskness_thresh",
+    "maskness_weight",
+    "box_fusion",
+)
 
 
 def yacs_key(path: str) -> str:
@@ -107,7 +136,8 @@ class TurboParams:
     The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
     each image's 20 highest-scoring detections get a second mask-head pass (the others take
     the refined box, their mask resampled into it); a re-predicted mask is averaged with its
-    first one; the score is rescored by the Maskness of both masks and by their agreement.
+    first one; with the Mask R-CNN recipe the score is rescored by the Maskness of both masks
+    and by their agreement.
     """
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
@@ -125,8 +155,8 @@ class TurboParams:
     empty_mask: str = "keep"
     # Masks Maskness is read from: "first" (the detector's boxes, published), "last" (the
     # output masks), "both" (the score is rescored by each of the two), or "mean" (rescored
-    # once by the mean of the two).
-    maskness_source: str = "both"
+    # once by the mean of the two). Unset: the head's recipe.
+    maskness_source: Optional[str] = None
     # Re-predict a mask only when IoU(refined box, its box) is below this, in [0, 1]; 1 = all.
     repredict_iou: float = 1.0
     # Re-predict a mask only when the detection's score is at least this, in [0, 1]; 0 = all.
@@ -143,8 +173,8 @@ class TurboParams:
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
     # Rescore a re-predicted detection by the agreement (soft IoU) of its new mask with the
-    # earlier one resampled into its box, weighted like Maskness.
-    rescore_agreement: bool = True
+    # earlier one resampled into its box, weighted like Maskness. Unset: the head's recipe.
+    rescore_agreement: Optional[bool] = None
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
@@ -236,8 +266,8 @@ class TurboParams:
 def add_turbo_config(cfg: CN) -> None:
     """Add the ``MODEL.TURBO`` node, with the defaults of :class:`TurboParams`, in place.
 
-    Recipe keys are -1: the head's published recipe (0.20 / 0.35 / 0.35 / 0.0 for Mask R-CNN,
-    0.23 / 0.5 / 1.0 / 0.5 for cascades, :data:`MASK_RCNN_RECIPE` and :data:`CASCADE_RECIPE`).
+    Recipe keys are unset (-1 for the thresholds, None for ``MASKNESS_SOURCE`` and
+    ``RESCORE_AGREEMENT``): the head's recipe (:data:`MASK_RCNN_RECIPE`, :data:`CASCADE_RECIPE`).
     Each key's meaning is the comment on its :class:`TurboParams` field.
     """
     default = TurboParams()
@@ -246,7 +276,9 @@ def add_turbo_config(cfg: CN) -> None:
         if f.name == "soft_nms":
             continue
         value = getattr(default, f.name)
-        cfg.MODEL.TURBO[f.name.upper()] = AUTO if value is None else value
+        if value is None:
+            value = AUTO if f.name in NUMERIC_RECIPE_KEYS else None
+        cfg.MODEL.TURBO[f.name.upper()] = value
     cfg.MODEL.TURBO.SOFT_NMS = CN()
     for f in fields(SoftNMSParams):
         cfg.MODEL.TURBO.SOFT_NMS[f.name.upper()] = getattr(default.soft_nms, f.name)
@@ -292,16 +324,22 @@ _RECIPE = (
 )
 _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "num_iters": (_count, "an integer >= 0"),
-    **dict.fromkeys(RECIPE_KEYS, _RECIPE),
+    **dict.fromkeys(NUMERIC_RECIPE_KEYS, _RECIPE),
     "empty_mask": _choice(EMPTY_MASK_MODES),
-    "maskness_source": _choice(MASKNESS_SOURCES),
+    "maskness_source": (
+        lambda v: v is None or v in MASKNESS_SOURCES,
+        "one of " + ", ".join(map(repr, MASKNESS_SOURCES)) + " (or unset: None, the head's recipe)",
+    ),
     "repredict_iou": (_unit, "a number in [0, 1]"),
     "repredict_min_score": (_unit, "a number in [0, 1]"),
     "repredict_topk": (_count, "an integer >= 0"),
     "resample_masks": (_bool, "True or False"),
     "mask_fusion": (_unit, "a number in [0, 1]"),
     "subpixel_boxes": (_bool, "True or False"),
-    "rescore_agreement": (_bool, "True or False"),
+    "rescore_agreement": (
+        lambda v: v is None or _bool(v),
+        "True or False (or unset: None, the head's recipe)",
+    ),
     "soft_nms.enabled": (_bool, "True or False"),
     "soft_nms.method": _choice(SOFT_NMS_METHODS),
     "soft_nms.iou_thresh": (_unit, "a number in [0, 1]"),

@@ -21,10 +21,13 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .config import get_turbo_cfg
+from .config import PUBLISHED, TurboParams, get_turbo_cfg
 
 __all__ = [
     "CONFIGS",
+    "MECHANISM_KEYS",
+    "PUBLISHED_MECHANISMS",
+    "published_mechanisms",
     "tiny_cfg",
     "randomize_heads",
     "zero_box_regression",
@@ -67,17 +70,42 @@ _TINY = {
 }
 
 
+# The keys by which the package defaults depart from the published cycle (its definition: every
+# mask re-predicted in its refined box, scores by the first masks' Maskness).
+MECHANISM_KEYS = (
+    "maskness_source",
+    "repredict_iou",
+    "repredict_min_score",
+    "repredict_topk",
+    "resample_masks",
+    "mask_fusion",
+    "subpixel_boxes",
+    "rescore_agreement",
+)
+PUBLISHED_MECHANISMS = {"MODEL.TURBO." + k.upper(): getattr(PUBLISHED, k) for k in MECHANISM_KEYS}
+
+
+def published_mechanisms(params: TurboParams) -> TurboParams:
+    """``params`` with the published cycle's mechanisms (:data:`MECHANISM_KEYS` as in
+    :data:`turbo.config.PUBLISHED`), its thresholds and cycle count kept."""
+    return params.replace(**{k: getattr(PUBLISHED, k) for k in MECHANISM_KEYS})
+
+
 def tiny_cfg(head: str = "TurboROIHeads", base: str = "", **overrides: Any):
     """A small Mask R-CNN (or cascade, for a head name containing "Cascade") yacs config on
-    CPU, from ``base`` (a file under ``configs/``; default: the turbo base of the head).
-    ``overrides``: "KEY.PATH": value pairs applied last."""
+    CPU, from ``base`` (a file under ``configs/``; default: the turbo base of the head), with
+    the published cycle's mechanisms (:data:`PUBLISHED_MECHANISMS`: the head tests check the
+    cycle against its definition; the package defaults' mechanisms are tested in
+    ``turbo.inference`` terms and on the shipped models). ``overrides``: "KEY.PATH": value
+    pairs applied last."""
     cfg = get_turbo_cfg()
     if not base:
         base = (
             "Base-Turbo-Cascade-RCNN-FPN.yaml" if "Cascade" in head else "Base-Turbo-RCNN-FPN.yaml"
         )
     cfg.merge_from_file(os.path.join(CONFIGS, base))
-    for key, value in {**_TINY, "MODEL.ROI_HEADS.NAME": head, **overrides}.items():
+    items = {**_TINY, **PUBLISHED_MECHANISMS, "MODEL.ROI_HEADS.NAME": head, **overrides}
+    for key, value in items.items():
         node = cfg
         *path, last = key.split(".")
         for p in path:
