@@ -30,6 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "requirements.txt")
 DETECTRON2_REQUIREMENT = os.path.join(ROOT, "requirements-detectron2.txt")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+# pip warns on every install as root (containers, CI); the setup's own lines say what it does
+PIP_ENV = {**os.environ, "PIP_ROOT_USER_ACTION": "ignore"}
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def _run(cmd: List[str], dry_run: bool, what: str) -> None:
     print(f"setup: {what}: {' '.join(cmd)}", flush=True)
     if dry_run:
         return
-    if subprocess.run(cmd).returncode != 0:
+    if subprocess.run(cmd, env=PIP_ENV).returncode != 0:
         raise SystemExit(f"setup: could not {what} (see pip's message above)")
 
 
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
             "(a few minutes)",
             flush=True,
         )
-        if not args.dry_run and subprocess.run(cmd).returncode != 0:
+        if not args.dry_run and subprocess.run(cmd, env=PIP_ENV).returncode != 0:
             raise SystemExit(
                 f"setup: could not install Detectron2 from {url} at {commit[:12]} (is the "
                 "network reachable? set TURBO_DETECTRON2_URL to a reachable mirror or clone)"
