@@ -37,6 +37,7 @@ __all__ = [
     "AUTO",
     "RECIPE_KEYS",
     "NUMERIC_RECIPE_KEYS",
+    "MECHANISM_KEYS",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
     "yacs_key",
@@ -383,6 +384,19 @@ def _soft_nms_from(values: Mapping[str, Any], key: Callable[[str], str]) -> Soft
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
+
+# The keys by which the package defaults may depart from the published cycle (every mask
+# re-predicted in its refined box, the score rescored by the first masks' Maskness).
+MECHANISM_KEYS: Tuple[str, ...] = (
+    "maskness_source",
+    "repredict_iou",
+    "repredict_min_score",
+    "repredict_topk",
+    "resample_masks",
+    "mask_fusion",
+    "subpixel_boxes",
+    "rescore_agreement",
+)
 
 # The published method exactly: one cycle, every mask re-predicted (no fusion), whole-pixel
 # refined boxes, Maskness of the first masks, Soft-NMS (linear, IoU 0.5); recipe keys unset (the

@@ -21,11 +21,10 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .config import PUBLISHED, TurboParams, get_turbo_cfg
+from .config import MECHANISM_KEYS, PUBLISHED, TurboParams, get_turbo_cfg
 
 __all__ = [
     "CONFIGS",
-    "MECHANISM_KEYS",
     "PUBLISHED_MECHANISMS",
     "published_mechanisms",
     "tiny_cfg",
@@ -70,23 +69,11 @@ _TINY = {
 }
 
 
-# The keys by which the package defaults depart from the published cycle (its definition: every
-# mask re-predicted in its refined box, scores by the first masks' Maskness).
-MECHANISM_KEYS = (
-    "maskness_source",
-    "repredict_iou",
-    "repredict_min_score",
-    "repredict_topk",
-    "resample_masks",
-    "mask_fusion",
-    "subpixel_boxes",
-    "rescore_agreement",
-)
 PUBLISHED_MECHANISMS = {"MODEL.TURBO." + k.upper(): getattr(PUBLISHED, k) for k in MECHANISM_KEYS}
 
 
 def published_mechanisms(params: TurboParams) -> TurboParams:
-    """``params`` with the published cycle's mechanisms (:data:`MECHANISM_KEYS` as in
+    """``params`` with the published cycle's mechanisms (:data:`turbo.config.MECHANISM_KEYS` as in
     :data:`turbo.config.PUBLISHED`), its thresholds and cycle count kept."""
     return params.replace(**{k: getattr(PUBLISHED, k) for k in MECHANISM_KEYS})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .config import PUBLISHED, Recipe, TurboParams
+from .config import MECHANISM_KEYS, PUBLISHED, Recipe, TurboParams
 
 __all__ = [
     "Variant",
@@ -126,19 +126,7 @@ def full_sweep_variants(
         {"maskness_source": "mean"},
         {"rescore_agreement": True},
     ]
-    undo = [
-        {k: getattr(published, k)}
-        for k in (
-            "repredict_iou",
-            "repredict_min_score",
-            "repredict_topk",
-            "resample_masks",
-            "mask_fusion",
-            "subpixel_boxes",
-            "maskness_source",
-            "rescore_agreement",
-        )
-    ]
+    undo = [{k: getattr(published, k)} for k in MECHANISM_KEYS]
     return (
         sweep_variants(
             model, default, [{"num_iters": c} for c in cycles], prefix, "default, ", kind="cycles"
