@@ -117,19 +117,11 @@ def spec(tmp_path_factory):
     return {"root": root, "env": env, "opts": opts}
 
 
-def _start(spec, name, flags, opts=()):
-    """Starts ``train_net.py --eval-only`` in a session of its own (so that it and the
-    workers it spawns can be killed together); returns (process, output dir, log path)."""
-    out = spec["root"] / name
+def _launch(spec, cmd, out):
+    """Runs ``cmd`` in a session of its own (so that it and the workers it spawns can be
+    killed together), its output in ``out/stdout.txt``; returns (process, out, log path)."""
     out.mkdir()
     log = out / "stdout.txt"
-    cmd = (
-        [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--eval-only"]
-        + flags
-        + spec["opts"]
-        + list(opts)
-        + ["OUTPUT_DIR", str(out)]
-    )
     with open(log, "w") as f:
         proc = subprocess.Popen(
             cmd,
@@ -140,6 +132,20 @@ def _start(spec, name, flags, opts=()):
             start_new_session=True,
         )
     return proc, out, log
+
+
+def _start(spec, name, flags, opts=()):
+    """Starts ``train_net.py --eval-only`` in a session of its own (so that it and the
+    workers it spawns can be killed together); returns (process, output dir, log path)."""
+    out = spec["root"] / name
+    cmd = (
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--eval-only"]
+        + flags
+        + spec["opts"]
+        + list(opts)
+        + ["OUTPUT_DIR", str(out)]
+    )
+    return _launch(spec, cmd, out)
 
 
 def _kill(proc):
@@ -247,8 +253,6 @@ def _start_lazy(spec, name, flags):
     """``lazyconfig_train_net.py --eval-only`` of the shipped shapes checkpoint on the tiny
     dataset, in a session of its own; returns (process, output dir, log path)."""
     out = spec["root"] / name
-    out.mkdir()
-    log = out / "stdout.txt"
     cmd = [
         sys.executable,
         LAZY_NET,
@@ -260,16 +264,7 @@ def _start_lazy(spec, name, flags):
         "dataloader.test.num_workers=0",
         f"train.output_dir={out}",
     ]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=spec["env"],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc, out, log
+    return _launch(spec, cmd, out)
 
 
 def test_lazyconfig_two_processes_equal_one(spec):

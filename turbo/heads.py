@@ -285,7 +285,7 @@ class TurboMixin:
         dets = Detections.from_instances(instances)
         predict = functools.partial(self.predict_masks, features, image_sizes=sizes)
         if first_masks is None:
-            first_masks = predict(dets.boxes, dets.classes, list(dets.counts))
+            first_masks = self.first_masks(features, instances)
         out = turbo_cycles(self.turbo, dets, first_masks, predict)
         return out.to_instances(dets, sizes, drop_empty=self.turbo.empty_mask == "drop")
 
