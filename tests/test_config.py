@@ -97,8 +97,12 @@ def test_add_turbo_config_merges_every_key_from_a_file(tmp_path):
 )
 def test_recipes_resolve_per_head_class(head, recipe):
     assert head.recipe() == recipe
-    # (tiny_cfg sets the published mechanisms; unset the two that are recipe keys)
-    unset = {"MODEL.TURBO.MASKNESS_SOURCE": None, "MODEL.TURBO.RESCORE_AGREEMENT": None}
+    # (tiny_cfg sets the published mechanisms; unset those that are recipe keys)
+    unset = {
+        "MODEL.TURBO.MASK_FUSION": -1.0,
+        "MODEL.TURBO.MASKNESS_SOURCE": None,
+        "MODEL.TURBO.RESCORE_AGREEMENT": None,
+    }
     m = build(tiny_cfg(head.__name__, **unset))
     for k in RECIPE_KEYS:
         assert getattr(m.roi_heads.turbo, k) == getattr(recipe, k)

@@ -4,7 +4,7 @@ published recipes, and their validation.
 
 Every default lives here once: :class:`TurboParams` and :class:`SoftNMSParams` hold them,
 ``add_turbo_config`` copies them into the yacs node, and the recipe keys (``box_thresh``,
-``maskness_thresh``, ``maskness_weight``, ``box_fusion``, ``maskness_source``,
+``maskness_thresh``, ``maskness_weight``, ``box_fusion``, ``mask_fusion``, ``maskness_source``,
 ``rescore_agreement``) default to "unset" (``-1`` for the numbers and ``None`` for the others
 in yacs, ``None`` in Python and LazyConfig), which the head resolves to its own recipe
 (:data:`MASK_RCNN_RECIPE` or :data:`CASCADE_RECIPE`).
@@ -53,16 +53,22 @@ MASKNESS_SOURCES = ("first", "last", "both", "mean")
 @dataclass(frozen=True)
 class Recipe:
     """The values of recipe keys left unset, per head class: the published thresholds, and
-    how the default reads the masks into the score."""
+    how the default fuses the masks and reads them into the score (chosen on the tuning
+    splits, ``docs/results/tune_default_*.md``)."""
 
     box_thresh: float
     maskness_thresh: float
     maskness_weight: float
     box_fusion: float
+    # Averaging a re-predicted mask with its first one gained mask AP on Mask R-CNN and
+    # nothing on the cascade, whose first masks already come from a three-stage box.
+    mask_fusion: float
+    # Both recipes rescore by the agreement of each re-predicted mask with its first one.
     # Where the published recipe weighs Maskness in part (Mask R-CNN, w = 0.35), the default
-    # rescores by both masks and their agreement; where it already weighs Maskness fully (the
-    # cascade, w = 1.0), more rescoring would shrink every score and reorder boxes, so the
-    # default keeps the published rescoring.
+    # also rescores by the Maskness of both masks; where it already weighs Maskness fully (the
+    # cascade, w = 1.0), that second Maskness factor would shrink scores by about a quarter
+    # (half fewer detections above 0.6) and cost box AP, so the cascade keeps the first masks'
+    # Maskness alone.
     maskness_source: str
     rescore_agreement: bool
 
@@ -73,6 +79,7 @@ MASK_RCNN_RECIPE = Recipe(
     maskness_thresh=0.35,
     maskness_weight=0.35,
     box_fusion=0.0,
+    mask_fusion=0.5,
     maskness_source="both",
     rescore_agreement=True,
 )
@@ -82,8 +89,9 @@ CASCADE_RECIPE = Recipe(
     maskness_thresh=0.5,
     maskness_weight=1.0,
     box_fusion=0.5,
+    mask_fusion=0.0,
     maskness_source="first",
-    rescore_agreement=False,
+    rescore_agreement=True,
 )
 RECIPE_KEYS: Tuple[str, ...] = tuple(f.name for f in fields(Recipe))
 # Recipe keys that are numbers: unset is -1 in yacs; the others are unset as None there.
@@ -92,6 +100,7 @@ NUMERIC_RECIPE_KEYS: Tuple[str, ...] = (
     "maskness_thresh",
     "maskness_weight",
     "box_fusion",
+    "mask_fusion",
 )
 
 
@@ -136,9 +145,9 @@ class TurboParams:
 
     The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
     each image's 20 highest-scoring detections get a second mask-head pass (the others take
-    the refined box, their mask resampled into it); a re-predicted mask is averaged with its
-    first one; with the Mask R-CNN recipe the score is rescored by the Maskness of both masks
-    and by their agreement.
+    the refined box, their mask resampled into it); the score is rescored by the agreement of
+    a re-predicted mask with its first one too; with the Mask R-CNN recipe a re-predicted mask
+    is averaged with its first one and the score is rescored by the Maskness of both.
     """
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
@@ -170,7 +179,8 @@ class TurboParams:
     resample_masks: bool = True
     # Weight of the earlier mask, resampled into the refined box, in each re-predicted mask:
     # mask = f * earlier + (1 - f) * re-predicted, in [0, 1]; 0 = the re-predicted mask alone.
-    mask_fusion: float = 0.5
+    # Unset: the head's recipe.
+    mask_fusion: Optional[float] = None
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
     # Rescore a re-predicted detection by the agreement (soft IoU) of its new mask with the
@@ -335,7 +345,6 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "repredict_min_score": (_unit, "a number in [0, 1]"),
     "repredict_topk": (_count, "an integer >= 0"),
     "resample_masks": (_bool, "True or False"),
-    "mask_fusion": (_unit, "a number in [0, 1]"),
     "subpixel_boxes": (_bool, "True or False"),
     "rescore_agreement": (
         lambda v: v is None or _bool(v),

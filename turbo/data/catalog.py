@@ -19,12 +19,16 @@ __all__ = [
 TRAIN_IMAGES, TRAIN_SEED = 2000, 0
 VAL_IMAGES, VAL_SEED = 200, 1
 TUNE_IMAGES, TUNE_SEED = 200, 2
+# A larger tuning split for choices that differ by less than shapes_tune's noise: the same seed,
+# so its first TUNE_IMAGES images are shapes_tune's (an image depends on (seed, index) only).
+TUNE_LARGE_IMAGES = 1000
 
 # name -> (split, num_images, seed, image_size)
 DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
     "shapes_train": ("train", TRAIN_IMAGES, TRAIN_SEED, IMAGE_SIZE),
     "shapes_val": ("val", VAL_IMAGES, VAL_SEED, IMAGE_SIZE),
     "shapes_tune": ("tune", TUNE_IMAGES, TUNE_SEED, IMAGE_SIZE),
+    "shapes_tune_large": ("tune", TUNE_LARGE_IMAGES, TUNE_SEED, IMAGE_SIZE),
 }
 
 
@@ -80,7 +84,8 @@ def register_shapes_split(
 def register_shapes(
     root: Optional[str] = None, splits: Iterable[str] = tuple(DEFAULT_SPLITS), eager: bool = False
 ) -> Dict[str, str]:
-    """Register ``shapes_train`` / ``shapes_val`` / ``shapes_tune`` (or the given subset).
+    """Register ``shapes_train`` / ``shapes_val`` / ``shapes_tune`` / ``shapes_tune_large`` (or
+    the given subset); each is generated on first use.
 
     Returns {name: json_file}. Idempotent.
     """
