@@ -122,6 +122,24 @@ def test_mask_boxes_disc():
     assert _run1(disc, box, (48, 48), 0.95) == (box, False)
 
 
+@pytest.mark.parametrize("subpixel", [False, True])
+def test_mask_boxes_plateau_exactly_at_threshold(subpixel: bool):
+    # Cells (rows 2..4, columns 3..6) of value 0.5 in zeros, threshold 0.5: the paste equals
+    # the threshold on the plateau and is below it everywhere else. Box 0..16 on an 8x8 mask:
+    # 2 px per cell, pixel x samples cell coordinate (x + 0.5) / 2 - 0.5, so the plateau
+    # (cells 3..6) covers x + 0.5 in [7, 13]: pixel columns 7..12, rows 5..8 -> (7, 5, 13, 9);
+    # the continuous box (u = x + 0.5) is the same, [7, 13] x [5, 9].
+    mask = torch.zeros(8, 8)
+    mask[2:5, 3:7] = 0.5
+    box = [0.0, 0.0, 16.0, 16.0]
+    expected = [7.0, 5.0, 13.0, 9.0]
+    out, found = mask_boxes(mask[None], torch.tensor([box]), (16, 16), 0.5, subpixel=subpixel)
+    assert out[0].tolist() == expected and bool(found[0])
+    # a threshold just above the plateau: nothing passes
+    out, found = mask_boxes(mask[None], torch.tensor([box]), (16, 16), 0.5001, subpixel=subpixel)
+    assert out[0].tolist() == box and not bool(found[0])
+
+
 RING = [
     "........",
     "..####..",

@@ -66,9 +66,9 @@ class Recipe:
     # Both recipes rescore by the agreement of each re-predicted mask with its first one.
     # Where the published recipe weighs Maskness in part (Mask R-CNN, w = 0.35), the default
     # also rescores by the Maskness of both masks; where it already weighs Maskness fully (the
-    # cascade, w = 1.0), that second Maskness factor would shrink scores by about a quarter
-    # (half fewer detections above 0.6) and cost box AP, so the cascade keeps the first masks'
-    # Maskness alone.
+    # cascade, w = 1.0), a second Maskness factor would multiply every score once more by a
+    # number below 1 and cost box AP (docs/results/tune_default_cascade.md), so the cascade
+    # keeps the first masks' Maskness alone.
     maskness_source: str
     rescore_agreement: bool
 
