@@ -4,7 +4,7 @@
 Examples:
     python scripts/make_shapes.py --split val --num-images 200 --seed 1
     python scripts/make_shapes.py --split val --num-images 200 --seed 1 --preview 12
-    python scripts/make_shapes.py --defaults          # train/val/tune into the cache
+    python scripts/make_shapes.py --defaults          # every registered split into the cache
 
 Without ``--out`` the split goes into the cache (``--root``, else $TURBO_DATASETS, else
 ~/.cache/turbo/datasets) under the folder ``turbo.data.split_dir`` names, which is where
@@ -80,7 +80,7 @@ def main(argv=None):
     p.add_argument(
         "--defaults",
         action="store_true",
-        help="generate the registered default splits (train/val/tune) into the cache",
+        help="generate the registered default splits (train, val, tune, tune_large) into the cache",
     )
     p.add_argument(
         "--preview",

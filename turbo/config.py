@@ -61,7 +61,7 @@ class Recipe:
     maskness_weight: float
     box_fusion: float
     # Averaging a re-predicted mask with its first one gained mask AP on Mask R-CNN and
-    # nothing on the cascade, whose first masks already come from a three-stage box.
+    # nothing on the cascade (shapes_tune_large, docs/results/tune_default_*.md).
     mask_fusion: float
     # Both recipes rescore by the agreement of each re-predicted mask with its first one.
     # Where the published recipe weighs Maskness in part (Mask R-CNN, w = 0.35), the default

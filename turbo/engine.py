@@ -21,9 +21,10 @@ __all__ = ["register_datasets", "launch", "create_ddp_model", "evaluate_lazy"]
 
 
 def register_datasets() -> None:
-    """Register the shapes datasets (``shapes_train``, ``shapes_val``, ``shapes_tune``, and
-    ``shapes_tiny`` for smoke runs), generated on first use under ``$TURBO_DATASETS``;
-    Detectron2's builtin datasets (COCO, ...) are registered by Detectron2 itself."""
+    """Register the shapes datasets (``shapes_train``, ``shapes_val``, ``shapes_tune``,
+    ``shapes_tune_large``, and ``shapes_tiny`` for smoke runs), generated on first use under
+    ``$TURBO_DATASETS``; Detectron2's builtin datasets (COCO, ...) are registered by Detectron2
+    itself."""
     register_shapes()
     register_tiny_shapes()
 
