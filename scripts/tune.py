@@ -4,7 +4,8 @@
 All rows are evaluated in one pass over the images (shared backbone and proposals), each a
 change of ``--base`` (the published recipe, the package default, or the config's own
 parameters). Two grids: ``thresholds`` (the recipe keys and cycles) and ``mechanisms``
-(which masks are re-predicted, fusion of the earlier mask, sub-pixel boxes, Maskness source).
+(which masks are re-predicted, fusion of the earlier mask, sub-pixel boxes, the re-prediction
+box's scale, Maskness source).
 Prints a table sorted by box AP + mask AP and writes it to ``--output``::
 
     python scripts/tune.py --config-file configs/shapes/turbo_mask_rcnn_R18_FPN.yaml \\
@@ -32,6 +33,7 @@ GRIDS = {
         "resample_masks": [True, False],
         "mask_fusion": [0.25, 0.4, 0.5, 0.6, 0.75],
         "subpixel_boxes": [True, False],
+        "repredict_scale": [1.0, 1.05, 1.1, 1.15, 1.2, 1.3],
         "maskness_source": ["first", "last", "both"],
         "rescore_agreement": [True, False],
         "num_iters": [1, 2],

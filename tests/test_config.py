@@ -12,6 +12,7 @@ from turbo.config import (
     RECIPE_KEYS,
     add_turbo_config,
     get_turbo_cfg,
+    yacs_key,
 )
 from turbo.lazy import use_turbo
 from turbo.testing import build, tiny_cfg
@@ -40,6 +41,8 @@ BAD = [
     ("RESAMPLE_MASKS", "yes", "resample_masks"),
     ("MASK_FUSION", 1.2, "mask_fusion"),
     ("SUBPIXEL_BOXES", 1, "subpixel_boxes"),
+    ("REPREDICT_SCALE", 0.9, "repredict_scale"),
+    ("REPREDICT_SCALE", 2.5, "repredict_scale"),
     ("RESCORE_AGREEMENT", "no", "rescore_agreement"),
     ("SOFT_NMS.ENABLED", "on", "soft_nms.enabled"),
     ("SOFT_NMS.METHOD", "cubic", "soft_nms.method"),
@@ -98,11 +101,7 @@ def test_add_turbo_config_merges_every_key_from_a_file(tmp_path):
 def test_recipes_resolve_per_head_class(head, recipe):
     assert head.recipe() == recipe
     # (tiny_cfg sets the published mechanisms; unset those that are recipe keys)
-    unset = {
-        "MODEL.TURBO.MASK_FUSION": -1.0,
-        "MODEL.TURBO.MASKNESS_SOURCE": None,
-        "MODEL.TURBO.RESCORE_AGREEMENT": None,
-    }
+    unset = {yacs_key(k): AUTO if k in NUMERIC_RECIPE_KEYS else None for k in RECIPE_KEYS}
     m = build(tiny_cfg(head.__name__, **unset))
     for k in RECIPE_KEYS:
         assert getattr(m.roi_heads.turbo, k) == getattr(recipe, k)

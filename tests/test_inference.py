@@ -100,6 +100,46 @@ def test_mask_fusion(f):
     torch.testing.assert_close(out.boxes, refined)
 
 
+@pytest.mark.parametrize("scale", [1.1, 1.5])
+@pytest.mark.parametrize("changes", [{}, {"mask_fusion": 0.5, "repredict_topk": 3}])
+def test_repredict_scale(scale, changes):
+    dets, head = _detections()
+    first = _first(dets, head)
+    seen = []
+
+    def recording_head(boxes, classes, counts):
+        seen.append(boxes)
+        return head(boxes, classes, counts)
+
+    p = _params(repredict_scale=scale, resample_masks=True, **changes)
+    out = turbo_cycles(p, dets, first, recording_head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    rows = torch.arange(len(refined))
+    if p.repredict_topk:  # each image's best k, in order of score
+        rows = torch.cat(
+            [
+                s.argsort(descending=True)[: p.repredict_topk] + start
+                for s, start in zip(dets.scores.split(dets.counts), (0, dets.counts[0]))
+            ]
+        )
+    # the head sees each selected refined box scaled about its centre, corner by corner
+    x0, y0, x1, y1 = refined[rows].unbind(1)
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, scale * (x1 - x0) / 2, scale * (y1 - y0) / 2
+    wide = torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=1)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], wide)
+    new = resample_masks(head(wide, dets.classes[rows], [len(rows)]), wide, refined[rows])
+    earlier = resample_masks(first, dets.boxes, refined)
+    f = p.mask_fusion
+    want = earlier.clone()
+    want[rows] = f * earlier[rows] + (1 - f) * new
+    torch.testing.assert_close(out.masks, want)
+    torch.testing.assert_close(out.boxes, refined)
+    # the object is seen through a wider box, yet the mask is still the mask in the refined box
+    direct = head(refined[rows], dets.classes[rows], [len(rows)])
+    assert (new - direct).abs().mean() < 0.02
+
+
 def test_subpixel_boxes():
     dets, head = _detections()
     first = _first(dets, head)

@@ -4,10 +4,11 @@ published recipes, and their validation.
 
 Every default lives here once: :class:`TurboParams` and :class:`SoftNMSParams` hold them,
 ``add_turbo_config`` copies them into the yacs node, and the recipe keys (``box_thresh``,
-``maskness_thresh``, ``maskness_weight``, ``box_fusion``, ``mask_fusion``, ``maskness_source``,
-``rescore_agreement``) default to "unset" (``-1`` for the numbers and ``None`` for the others
-in yacs, ``None`` in Python and LazyConfig), which the head resolves to its own recipe
-(:data:`MASK_RCNN_RECIPE` or :data:`CASCADE_RECIPE`).
+``maskness_thresh``, ``maskness_weight``, ``box_fusion``, ``mask_fusion``,
+``repredict_scale``, ``maskness_source``, ``rescore_agreement``) default to "unset" (``-1``
+for the numbers and ``None`` for the others in yacs, ``None`` in Python and LazyConfig),
+which the head resolves to its own recipe (:data:`MASK_RCNN_RECIPE` or
+:data:`CASCADE_RECIPE`).
 
 Bad values raise ``ValueError`` naming the key as the user wrote it: ``MODEL.TURBO.BOX_THRESH``
 in a yacs config, ``model.roi_heads.turbo.box_thresh`` in a LazyConfig or in Python.
@@ -63,6 +64,11 @@ class Recipe:
     # Averaging a re-predicted mask with its first one gained mask AP on Mask R-CNN and
     # nothing on the cascade (shapes_tune_large, docs/results/tune_default_*.md).
     mask_fusion: float
+    # Re-predicting in the refined box widened by 10 % about its centre (the mask then
+    # resampled into the refined box) gained mask AP on Mask R-CNN together with mask fusion,
+    # and lost mask AP on the cascade at every width tried (shapes_tune_large,
+    # docs/results/tune_default_*.md).
+    repredict_scale: float
     # Both recipes rescore by the agreement of each re-predicted mask with its first one.
     # Where the published recipe weighs Maskness in part (Mask R-CNN, w = 0.35), the default
     # also rescores by the Maskness of both masks; where it already weighs Maskness fully (the
@@ -80,6 +86,7 @@ MASK_RCNN_RECIPE = Recipe(
     maskness_weight=0.35,
     box_fusion=0.0,
     mask_fusion=0.5,
+    repredict_scale=1.1,
     maskness_source="both",
     rescore_agreement=True,
 )
@@ -90,6 +97,7 @@ CASCADE_RECIPE = Recipe(
     maskness_weight=1.0,
     box_fusion=0.5,
     mask_fusion=0.0,
+    repredict_scale=1.0,
     maskness_source="first",
     rescore_agreement=True,
 )
@@ -101,6 +109,7 @@ NUMERIC_RECIPE_KEYS: Tuple[str, ...] = (
     "maskness_weight",
     "box_fusion",
     "mask_fusion",
+    "repredict_scale",
 )
 
 
@@ -183,6 +192,10 @@ class TurboParams:
     mask_fusion: Optional[float] = None
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
+    # The mask head re-predicts in the refined box scaled by this about its centre, in [1, 2],
+    # and the mask is resampled into the refined box; 1 = in the refined box itself.
+    # Unset: the head's recipe.
+    repredict_scale: Optional[float] = None
     # Rescore a re-predicted detection by the agreement (soft IoU) of its new mask with the
     # earlier one resampled into its box, weighted like Maskness. Unset: the head's recipe.
     rescore_agreement: Optional[bool] = None
@@ -346,6 +359,10 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "repredict_topk": (_count, "an integer >= 0"),
     "resample_masks": (_bool, "True or False"),
     "subpixel_boxes": (_bool, "True or False"),
+    "repredict_scale": (
+        lambda v: v is None or (_is_number(v) and (v == AUTO or 1.0 <= v <= 2.0)),
+        "a number in [1, 2] (or unset: -1 in yacs, None in Python, for the head's recipe)",
+    ),
     "rescore_agreement": (
         lambda v: v is None or _bool(v),
         "True or False (or unset: None, the head's recipe)",
@@ -404,12 +421,14 @@ MECHANISM_KEYS: Tuple[str, ...] = (
     "resample_masks",
     "mask_fusion",
     "subpixel_boxes",
+    "repredict_scale",
     "rescore_agreement",
 )
 
-# The published method exactly: one cycle, every mask re-predicted (no fusion), whole-pixel
-# refined boxes, Maskness of the first masks, Soft-NMS (linear, IoU 0.5); recipe keys unset (the
-# head's published thresholds). ``configs/*/*_published.yaml`` spell the same in yacs.
+# The published method exactly: one cycle, every mask re-predicted in its refined box itself
+# (no fusion), whole-pixel refined boxes, Maskness of the first masks, Soft-NMS (linear,
+# IoU 0.5); recipe keys unset (the head's published thresholds).
+# ``configs/*/*_published.yaml`` spell the same in yacs.
 PUBLISHED = TurboParams(
     num_iters=1,
     empty_mask="keep",
@@ -420,6 +439,7 @@ PUBLISHED = TurboParams(
     resample_masks=False,
     mask_fusion=0.0,
     subpixel_boxes=False,
+    repredict_scale=1.0,
     rescore_agreement=False,
     soft_nms=SoftNMSParams(
         enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001

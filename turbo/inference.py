@@ -193,8 +193,10 @@ def turbo_cycles(
     (``turbo.ops.mask_boxes``, fused with the input box by ``box_fusion``), then predicts
     the mask again in the refined box: for every row, or for the rows the ``repredict_*``
     conditions select (the others keep their box and mask, or with ``resample_masks`` take
-    the refined box with their mask resampled into it). With ``mask_fusion`` f, a re-predicted
-    mask is f * (the earlier mask resampled into the refined box) + (1 - f) * the new one.
+    the refined box with their mask resampled into it). With ``repredict_scale`` s > 1 the head
+    predicts in the refined box scaled by s about its centre, and that mask is resampled into
+    the refined box. With ``mask_fusion`` f, a re-predicted mask is
+    f * (the earlier mask resampled into the refined box) + (1 - f) * the new one.
     Cycles stop early when no row is selected. Finally scores are rescored by the Maskness of
     the first masks (``maskness_source`` "first"), of the output masks ("last"), or by each
     of the two in turn ("both"; the ``maskness`` returned is then the output masks'), or once
@@ -226,7 +228,7 @@ def turbo_cycles(
         if not p.adaptive:  # every row: no data-dependent shapes, no host sync
             rows = None
             earlier = resample_masks(masks, boxes, refined) if need_earlier else None
-            new = predict(refined, classes, counts)
+            new = _predict_scaled(predict, p.repredict_scale, refined, classes, counts)
             boxes = refined
         else:
             rows, selected_counts = _selected_rows(p, detections, boxes, refined)
@@ -238,7 +240,9 @@ def turbo_cycles(
                 boxes = boxes.index_put((rows,), refined[rows])
             if sum(selected_counts) == 0:
                 break  # nothing to re-predict: further cycles would change nothing
-            new = predict(refined[rows], classes[rows], selected_counts)
+            new = _predict_scaled(
+                predict, p.repredict_scale, refined[rows], classes[rows], selected_counts
+            )
         if p.rescore_agreement:
             agree = _soft_iou(earlier, new)
             agreement = agree if rows is None else agreement.index_put((rows,), agree)
@@ -256,6 +260,19 @@ def turbo_cycles(
     if p.rescore_agreement:
         scores = scores * ((1.0 - w) + w * agreement)
     return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
+
+
+def _predict_scaled(
+    predict: MaskPredictor, scale: float, boxes: Tensor, classes: Tensor, counts: List[int]
+) -> Tensor:
+    """(n, M, M) masks in ``boxes``, predicted in ``boxes`` scaled by ``scale`` about their
+    centres and resampled into ``boxes`` (``scale`` 1: predicted in ``boxes``)."""
+    if scale == 1.0:
+        return predict(boxes, classes, counts)
+    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    half = 0.5 * scale * (boxes[:, 2:] - boxes[:, :2])
+    wide = torch.cat([centre - half, centre + half], dim=1)
+    return resample_masks(predict(wide, classes, counts), wide, boxes)
 
 
 def _soft_iou(a: Tensor, b: Tensor) -> Tensor:

@@ -120,6 +120,8 @@ def full_sweep_variants(
         {"repredict_topk": 10, "resample_masks": True},
         {"repredict_topk": 20, "resample_masks": True},
         {"mask_fusion": 0.5},
+        {"repredict_scale": 1.1},
+        {"repredict_scale": 1.1, "mask_fusion": 0.5},
         {"subpixel_boxes": True},
         {"maskness_source": "last"},
         {"maskness_source": "both"},
