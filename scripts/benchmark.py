@@ -4,8 +4,9 @@
 For each model: baseline, + Soft-NMS, + Turbo, + Turbo + Soft-NMS (the package defaults) and
 the published recipe; with ``--full`` also the config's own parameters where they differ, more
 cycles, and each mechanism one at a time. For each row: COCO box and mask AP, AP50, AP75
-(``COCOEvaluator``), detections per image and latency relative to the model's baseline (median
-over repeats of whole-model calls, variants alternating, warm-up first).
+(``COCOEvaluator``), detections per image and latency relative to the model's baseline
+(whole-model calls on the same image one after another, warm-up first: the median over
+repeats and images of each call's ratio to the baseline's call).
 
 Defaults evaluate the shipped shapes reference checkpoints on ``shapes_val`` (generated on
 first use)::
@@ -72,7 +73,7 @@ def parse_args(argv=None):
         help="box head test score threshold (e.g. 0: 100 detections per image)",
     )
     p.add_argument("--latency-images", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--pictures", type=int, default=4, help="images in examples.png")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--output-dir", default=os.path.join("output", "benchmark"))
@@ -91,7 +92,7 @@ def main(argv=None):
     from turbo.models import inference_loader, load_model, set_score_thresh, turbo_heads_of
     from turbo.progress import Progress
     from turbo.report import markdown_table, relative_latency, results_json
-    from turbo.timing import measure_latency
+    from turbo.timing import latency_samples
     from turbo.variants import full_sweep_variants, headline_variants
 
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -146,7 +147,7 @@ def main(argv=None):
     log.info(
         "timing %d variants on %d images x %d repeats", len(rows), len(lat_batches), args.repeats
     )
-    latency = measure_latency(
+    samples = latency_samples(
         models,
         rows,
         lat_batches,
@@ -157,9 +158,10 @@ def main(argv=None):
     threads = f" ({torch.get_num_threads()} threads)" if args.device == "cpu" else ""
     header = (
         f"{args.dataset}, {n_images} images, device {args.device}{threads}, latency: "
-        f"median of {args.repeats} x {len(lat_batches)} single-image calls"
+        f"{args.repeats} x {len(lat_batches)} single-image calls, x baseline: median of "
+        "per-call ratios, ms/img: median"
     )
-    table = markdown_table(rows, results, latency)
+    table = markdown_table(rows, results, samples)
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with open(os.path.join(args.output_dir, "benchmark.md"), "w") as f:
         f.write(f"`{command.strip()}`\n\n{header}\n\n{table}\n")
@@ -168,7 +170,7 @@ def main(argv=None):
             results_json(
                 rows,
                 results,
-                latency,
+                samples,
                 dataset=args.dataset,
                 images=n_images,
                 device=args.device,
@@ -176,7 +178,7 @@ def main(argv=None):
             )
         )
 
-    rel = relative_latency(rows, latency)
+    rel = relative_latency(rows, samples)
     series = {
         m: [
             (v.label, rel[v.name], results[v.name]["bbox"]["AP"], results[v.name]["segm"]["AP"])

@@ -4,35 +4,50 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, Optional, Sequence
+import statistics
+from typing import Dict, Mapping, Optional, Sequence
 
 from .variants import Variant
 
-__all__ = ["markdown_table", "results_json", "relative_latency"]
+__all__ = ["markdown_table", "results_json", "median_latency", "relative_latency"]
 
 
-def relative_latency(variants: Sequence[Variant], latency: Dict[str, float]) -> Dict[str, float]:
-    """Each variant's latency over its model's baseline row (the model's first row)."""
-    base = {}
+def median_latency(samples: Mapping[str, Sequence[float]]) -> Dict[str, float]:
+    """Median seconds per call of each variant's timing samples."""
+    return {name: statistics.median(t) for name, t in samples.items()}
+
+
+def relative_latency(
+    variants: Sequence[Variant], samples: Mapping[str, Sequence[float]]
+) -> Dict[str, float]:
+    """Each variant's latency over its model's baseline row (the model's first row): the
+    median over rounds of the ratio of its call to the baseline's call on the same batch in
+    the same round (``samples`` as :func:`turbo.timing.latency_samples` gives them). A ratio
+    of two medians would compare different images and moments of the machine when their
+    costs spread; the per-round ratio cancels both."""
+    base: Dict[str, str] = {}
     for v in variants:
         base.setdefault(v.model, v.name)
     return {
-        v.name: latency[v.name] / latency[base[v.model]]
+        v.name: statistics.median(
+            t / b for t, b in zip(samples[v.name], samples[base[v.model]], strict=True)
+        )
         for v in variants
-        if v.name in latency and base[v.model] in latency
+        if v.name in samples and base[v.model] in samples
     }
 
 
 def markdown_table(
     variants: Sequence[Variant],
     results: Dict[str, dict],
-    latency: Optional[Dict[str, float]] = None,
+    samples: Optional[Mapping[str, Sequence[float]]] = None,
     masks: bool = True,
 ) -> str:
     """One row per variant: box (and mask) AP, AP50, AP75, detections per image, latency
-    relative to the model's baseline and in ms per image."""
-    latency = latency or {}
-    rel = relative_latency(variants, latency)
+    relative to the model's baseline (:func:`relative_latency`) and median ms per image, from
+    the timing ``samples`` (:func:`turbo.timing.latency_samples`)."""
+    samples = samples or {}
+    latency, rel = median_latency(samples), relative_latency(variants, samples)
     cols = ["variant", "box AP"] + (["mask AP"] if masks else []) + ["box AP50", "box AP75"]
     cols += (["mask AP50", "mask AP75"] if masks else []) + [
         "dets/img",
@@ -58,11 +73,13 @@ def markdown_table(
 def results_json(
     variants: Sequence[Variant],
     results: Dict[str, dict],
-    latency: Optional[Dict[str, float]] = None,
+    samples: Optional[Mapping[str, Sequence[float]]] = None,
     **header,
 ) -> str:
-    """The rows (name, model, kind, params, metrics, latency) and ``header`` fields as JSON."""
-    latency = latency or {}
+    """The rows (name, model, kind, params, metrics, median latency in seconds and relative
+    to the model's baseline) and ``header`` fields as JSON."""
+    samples = samples or {}
+    latency, rel = median_latency(samples), relative_latency(variants, samples)
     rows = [
         {
             "name": v.name,
@@ -72,6 +89,7 @@ def results_json(
             **{k: results[v.name][k] for k in ("bbox", "segm") if k in results[v.name]},
             "dets_per_image": results[v.name]["dets_per_image"],
             "latency_s": latency.get(v.name),
+            "latency_x_baseline": rel.get(v.name),
         }
         for v in variants
     ]

@@ -13,7 +13,7 @@ from torch import nn
 from .models import turbo_heads_of
 from .variants import Variant
 
-__all__ = ["time_calls", "measure_latency", "peak_extra_memory_mib"]
+__all__ = ["time_calls", "latency_samples", "peak_extra_memory_mib"]
 
 
 def _synchronizer(device: str) -> Callable[[], None]:
@@ -49,18 +49,20 @@ def time_calls(
 
 
 @torch.no_grad()
-def measure_latency(
+def latency_samples(
     models: Mapping[str, nn.Module],
     variants: Sequence[Variant],
     batches: Sequence[List[dict]],
     repeats: int = 3,
     warmup: int = 2,
     progress: Optional[Callable[[int], None]] = None,
-) -> Dict[str, float]:
-    """Median seconds of a whole ``model(batch)`` call per variant, over ``repeats`` passes
-    over ``batches`` (each batch once per pass and variant, variants alternating);
-    ``warmup`` uncounted calls per variant first. ``progress`` is called with the number of
-    passes done."""
+) -> Dict[str, List[float]]:
+    """Seconds of each whole ``model(batch)`` call per variant: ``repeats`` passes over
+    ``batches``, each batch once per pass and variant, the variants called one after another
+    on the same batch (in an order rotated by one per round); ``warmup`` uncounted calls per
+    variant first. Entry i of every list is the same round (pass and batch), so that
+    variants compare call by call (:func:`turbo.report.relative_latency`). ``progress`` is
+    called with the number of passes done."""
     device = str(next(next(iter(models.values())).parameters()).device)
     calls = {}
     for v in variants:
@@ -88,7 +90,7 @@ def measure_latency(
                 times[name].append(s)
         if progress is not None:
             progress(rep + 1)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def _status_kib(field: str) -> int:
