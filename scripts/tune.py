@@ -27,7 +27,7 @@ GRIDS = {
         "num_iters": [1, 2],
     },
     "mechanisms": {
-        "repredict_topk": [5, 10, 20, 40],
+        "repredict_topk": [5, 10, 12, 15, 20, 40],
         "repredict_min_score": [0.1, 0.3, 0.5],
         "repredict_iou": [0.8, 0.9, 0.95],
         "resample_masks": [True, False],

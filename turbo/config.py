@@ -153,7 +153,7 @@ class TurboParams:
     also be given as a mapping of :class:`SoftNMSParams` fields.
 
     The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
-    each image's 20 highest-scoring detections get a second mask-head pass (the others take
+    each image's 15 highest-scoring detections get a second mask-head pass (the others take
     the refined box, their mask resampled into it); the score is rescored by the agreement of
     a re-predicted mask with its first one too; with the Mask R-CNN recipe a re-predicted mask
     is averaged with its first one and the score is rescored by the Maskness of both.
@@ -182,7 +182,7 @@ class TurboParams:
     repredict_min_score: float = 0.0
     # Re-predict a mask only when the detection ranks among its image's top k by score,
     # k >= 0; 0 = no rank condition.
-    repredict_topk: int = 20
+    repredict_topk: int = 15
     # Masks not re-predicted still take the refined box, resampled into it (True), or keep
     # the box they were predicted in (False).
     resample_masks: bool = True
