@@ -8,6 +8,7 @@ import os
 from turbo import TurboCascadeROIHeads, TurboROIHeads
 from turbo.config import get_turbo_cfg
 from turbo.data import register_shapes
+from turbo.models import REFERENCE_MODELS, REPO_ROOT
 from turbo.testing import CONFIGS
 
 import pytest
@@ -17,8 +18,6 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
-
-ROOT = os.path.dirname(CONFIGS)
 
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 
@@ -41,18 +40,13 @@ def test_config_builds(path):
         assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
 
 
-CHECKPOINTS = [
-    ("shapes/turbo_mask_rcnn_R18_FPN.yaml", "shapes_mask_rcnn_R18_FPN.pth"),
-    ("shapes/turbo_cascade_mask_rcnn_R18_FPN.yaml", "shapes_cascade_mask_rcnn_R18_FPN.pth"),
-]
-
-
-@pytest.mark.parametrize("config,weights", CHECKPOINTS)
-def test_shipped_checkpoint_predicts(config, weights):
-    path = os.path.join(ROOT, "checkpoints", weights)
+@pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
+def test_shipped_checkpoint_predicts(name):
+    _, config, weights = REFERENCE_MODELS[name]
+    path = os.path.join(REPO_ROOT, weights)
     assert os.path.isfile(path), f"{path} is missing: the reference checkpoints ship in git"
     assert os.path.getsize(path) < 20 * 2**20
-    cfg = _cfg(os.path.join(CONFIGS, config))
+    cfg = _cfg(os.path.join(REPO_ROOT, config))
     cfg.MODEL.WEIGHTS = path
     predictor = DefaultPredictor(cfg)  # Detectron2's own loading path
     # the checkpoint holds exactly the model's weights

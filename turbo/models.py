@@ -57,8 +57,8 @@ logger = logging.getLogger(__name__)
 # The source checkout this package lives in (its configs/ and checkpoints/).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The shipped reference models, trained on shapes_train: name -> (label, config, checkpoint),
-# paths relative to REPO_ROOT. "heldout" was tuned on by nothing: it shows whether the
-# defaults carry over to a model they were not chosen on.
+# paths relative to REPO_ROOT. "heldout" and "heldout_cascade" were tuned on by nothing: they
+# show whether the defaults carry over to models they were not chosen on.
 REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
     "mask_rcnn": (
         "Mask R-CNN",
@@ -74,6 +74,11 @@ REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
         "Held-out",
         "configs/shapes/turbo_mask_rcnn_R18_FPN96.yaml",
         "checkpoints/shapes_mask_rcnn_R18_FPN96.pth",
+    ),
+    "heldout_cascade": (
+        "Held-out cascade",
+        "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN48.yaml",
+        "checkpoints/shapes_cascade_mask_rcnn_R18_FPN48.pth",
     ),
 }
 
