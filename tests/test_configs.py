@@ -40,6 +40,14 @@ def test_config_builds(path):
         assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
 
 
+def test_shipped_checkpoints_fit_the_size_budget():
+    """All reference checkpoints together stay within 40 MB, so a clone stays small."""
+    total = sum(
+        os.path.getsize(os.path.join(REPO_ROOT, w)) for _, _, w in REFERENCE_MODELS.values()
+    )
+    assert total <= 40 * 10**6, f"reference checkpoints take {total / 1e6:.1f} MB, over 40 MB"
+
+
 @pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
 def test_shipped_checkpoint_predicts(name):
     _, config, weights = REFERENCE_MODELS[name]

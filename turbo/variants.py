@@ -118,7 +118,7 @@ def full_sweep_variants(
         {"repredict_min_score": 0.3, "resample_masks": True},
         {"repredict_topk": 10},
         {"repredict_topk": 10, "resample_masks": True},
-        {"repredict_topk": 15, "resample_masks": True},
+        {"repredict_topk": default.repredict_topk, "resample_masks": True},
         {"mask_fusion": 0.5},
         {"repredict_scale": 1.1},
         {"repredict_scale": 1.1, "mask_fusion": 0.5},
