@@ -331,6 +331,18 @@ def test_mask_boxes_agree_with_detectron2_paste(m: int, smooth: bool):
     assert exact == total
 
 
+def test_mask_boxes_with_autograd_inputs():
+    """Masks that require grad (a model called outside ``torch.no_grad``) give the same boxes:
+    the in-place work inside runs on a detached copy."""
+    g = torch.Generator().manual_seed(11)
+    masks = _random_masks(g, 20, 28, smooth=True).requires_grad_()
+    boxes = _random_boxes(g, 20, 70, 90)
+    for subpixel in (False, True):
+        out, found = mask_boxes(masks * 1.0, boxes, (70, 90), 0.5, subpixel=subpixel)
+        ref, ref_found = mask_boxes(masks.detach(), boxes, (70, 90), 0.5, subpixel=subpixel)
+        assert torch.equal(out, ref) and torch.equal(found, ref_found)
+
+
 def test_mask_boxes_per_row_image_sizes():
     g = torch.Generator().manual_seed(7)
     sizes = [(60, 80), (45, 100), (90, 50)]
