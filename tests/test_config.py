@@ -44,6 +44,7 @@ BAD = [
     ("REPREDICT_SCALE", 0.9, "repredict_scale"),
     ("REPREDICT_SCALE", 2.5, "repredict_scale"),
     ("RESCORE_AGREEMENT", "no", "rescore_agreement"),
+    ("MASK_EDGE", "half", "mask_edge"),
     ("SOFT_NMS.ENABLED", "on", "soft_nms.enabled"),
     ("SOFT_NMS.METHOD", "cubic", "soft_nms.method"),
     ("SOFT_NMS.IOU_THRESH", 1.01, "soft_nms.iou_thresh"),

@@ -7,7 +7,7 @@ References are Detectron2's own paste (``paste_masks_in_image`` + ``BitMasks``),
 import math
 from typing import List, Tuple
 
-from turbo.ops import batched_soft_nms, mask_boxes, maskness, resample_masks
+from turbo.ops import batched_soft_nms, mask_boxes, maskness, peak_normalized, resample_masks
 
 import detectron2  # noqa: F401  (a missing Detectron2 must fail loudly, not skip)
 import numpy as np
@@ -723,6 +723,39 @@ def test_resample_masks_degenerate_and_empty():
         4,
         4,
     )
+
+
+def test_peak_normalized_hand_values():
+    m = torch.zeros(4, 3, 3)
+    m[0, 1, 1], m[0, 0, 0] = 0.8, 0.4  # peak 0.8 -> 1 and 0.5
+    m[1, 2, 2] = 0.1  # peak below min_peak: unchanged
+    m[2] = 1.0  # peak 1: unchanged
+    out = peak_normalized(m, 0.2)  # m[3] all zero: unchanged, no division by zero
+    assert out[0, 1, 1] == 1.0 and out[0, 0, 0] == 0.5 and out[0].sum() == 1.5
+    torch.testing.assert_close(out[1:], m[1:], rtol=0, atol=0)
+    assert torch.isfinite(peak_normalized(torch.zeros(2, 3, 3), 0.0)).all()
+    assert peak_normalized(torch.zeros(0, 28, 28), 0.2).shape == (0, 28, 28)
+
+
+def test_peak_normalized_paste_reads_the_edge_at_half_the_peak():
+    """Detectron2's paste at 0.5 of the normalized masks is its paste of the masks themselves
+    at half their peak. Peaks are powers of two, so that dividing by them is exact."""
+    g = torch.Generator().manual_seed(3)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
+    r = (xx**2 + yy**2).sqrt()
+    peaks = torch.tensor([1.0, 0.5, 0.25])
+    probs = torch.sigmoid((0.6 - r) * 12)[None] + 0.05 * torch.rand(3, 28, 28, generator=g)
+    probs = probs / probs.flatten(1).amax(1)[:, None, None] * peaks[:, None, None]
+    boxes = torch.tensor(
+        [[10.0, 12.0, 90.0, 70.0], [3.5, 40.2, 60.0, 99.0], [50.0, 5.0, 75.0, 30.0]]
+    )
+    out = paste_masks_in_image(peak_normalized(probs, 0.2), boxes, (110, 120), 0.5)
+    for i, peak in enumerate(peaks.tolist()):
+        want = paste_masks_in_image(probs[i : i + 1], boxes[i : i + 1], (110, 120), 0.5 * peak)
+        assert torch.equal(out[i], want[0])
+    # lower peaks mean larger masks than the probability-0.5 edge gives
+    plain = paste_masks_in_image(probs, boxes, (110, 120), 0.5)
+    assert torch.equal(out[0], plain[0]) and (out[1:].sum((1, 2)) > plain[1:].sum((1, 2))).all()
 
 
 # --------------------------------------------------------------------------------------------

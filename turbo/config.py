@@ -41,6 +41,7 @@ __all__ = [
     "MECHANISM_KEYS",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
+    "MASK_EDGES",
     "yacs_key",
     "lazy_key",
 ]
@@ -49,6 +50,7 @@ __all__ = [
 AUTO = -1.0
 EMPTY_MASK_MODES = ("keep", "drop")
 MASKNESS_SOURCES = ("first", "last", "both", "mean")
+MASK_EDGES = ("probability", "half_peak")
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ class TurboParams:
     The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
     each image's 15 highest-scoring detections get a second mask-head pass (the others take
     the refined box, their mask resampled into it); the score is rescored by the agreement of
-    a re-predicted mask with its first one too; with the Mask R-CNN recipe a re-predicted mask
-    is averaged with its first one and the score is rescored by the Maskness of both.
+    a re-predicted mask with its first one too; each output mask's edge lies at half its own
+    peak probability; with the Mask R-CNN recipe a re-predicted mask is averaged with its first
+    one and the score is rescored by the Maskness of both.
     """
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
@@ -192,6 +195,9 @@ class TurboParams:
     mask_fusion: Optional[float] = None
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
+    # Where the pasted output mask's edge lies: "probability" (probability 0.5, published) or
+    # "half_peak" (half the mask's own peak: each output mask is divided by its peak).
+    mask_edge: str = "half_peak"
     # The mask head re-predicts in the refined box scaled by this about its centre, in [1, 2],
     # and the mask is resampled into the refined box; 1 = in the refined box itself.
     # Unset: the head's recipe.
@@ -359,6 +365,7 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "repredict_topk": (_count, "an integer >= 0"),
     "resample_masks": (_bool, "True or False"),
     "subpixel_boxes": (_bool, "True or False"),
+    "mask_edge": _choice(MASK_EDGES),
     "repredict_scale": (
         lambda v: v is None or (_is_number(v) and (v == AUTO or 1.0 <= v <= 2.0)),
         "a number in [1, 2] (or unset: -1 in yacs, None in Python, for the head's recipe)",
@@ -423,11 +430,13 @@ MECHANISM_KEYS: Tuple[str, ...] = (
     "subpixel_boxes",
     "repredict_scale",
     "rescore_agreement",
+    "mask_edge",
 )
 
 # The published method exactly: one cycle, every mask re-predicted in its refined box itself
-# (no fusion), whole-pixel refined boxes, Maskness of the first masks, Soft-NMS (linear,
-# IoU 0.5); recipe keys unset (the head's published thresholds).
+# (no fusion), whole-pixel refined boxes, Maskness of the first masks, mask edges at
+# probability 0.5, Soft-NMS (linear, IoU 0.5); recipe keys unset (the head's published
+# thresholds).
 # ``configs/*/*_published.yaml`` spell the same in yacs.
 PUBLISHED = TurboParams(
     num_iters=1,
@@ -441,6 +450,7 @@ PUBLISHED = TurboParams(
     subpixel_boxes=False,
     repredict_scale=1.0,
     rescore_agreement=False,
+    mask_edge="probability",
     soft_nms=SoftNMSParams(
         enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001
     ),

@@ -22,7 +22,14 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor
 
 from .config import SoftNMSParams, TurboParams
-from .ops import batched_soft_nms, finite_probs, mask_boxes, maskness, resample_masks
+from .ops import (
+    batched_soft_nms,
+    finite_probs,
+    mask_boxes,
+    maskness,
+    peak_normalized,
+    resample_masks,
+)
 
 __all__ = [
     "Detections",
@@ -81,7 +88,9 @@ class TurboResult:
     """The detections after the turbo cycles and Maskness rescoring (rows as in the input)."""
 
     boxes: Tensor  # (N, 4) output boxes, XYXY
-    masks: Tensor  # (N, M, M) mask probabilities predicted (or resampled) in ``boxes``
+    # (N, M, M) masks predicted (or resampled) in ``boxes``: probabilities, or with
+    # ``mask_edge`` "half_peak" each divided by its peak (``turbo.ops.peak_normalized``)
+    masks: Tensor
     scores: Tensor  # (N,) rescored
     maskness: Tensor  # (N,) Maskness of the masks it was read from
     found: Tensor  # (N,) bool: every cycle found mask pixels for the row
@@ -203,7 +212,9 @@ def turbo_cycles(
     by their mean ("mean", which is returned); with
     ``rescore_agreement``, also by the agreement (soft IoU) of each re-predicted mask with the
     earlier mask resampled into its box, in the last cycle that re-predicted it: each factor
-    is ``(1 - w) + w * value`` with the recipe's Maskness weight w.
+    is ``(1 - w) + w * value`` with the recipe's Maskness weight w. With ``mask_edge``
+    "half_peak" the output masks are then each divided by their peak (those with a cell at or
+    above ``box_thresh``), so that the paste at 0.5 reads each mask's edge at half its peak.
 
     Host syncs: none when every mask is re-predicted or when ``repredict_topk`` is the only
     condition (the selected rows are then known from the counts); the other conditions
@@ -259,6 +270,8 @@ def turbo_cycles(
         scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))
     if p.rescore_agreement:
         scores = scores * ((1.0 - w) + w * agreement)
+    if p.mask_edge == "half_peak":  # after Maskness, which reads probabilities
+        masks = peak_normalized(masks, p.box_thresh)
     return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
 
 

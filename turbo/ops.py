@@ -15,6 +15,7 @@ from torch import Tensor
 __all__ = [
     "finite_probs",
     "maskness",
+    "peak_normalized",
     "mask_boxes",
     "resample_masks",
     "batched_soft_nms",
@@ -77,6 +78,28 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     fg_probs = torch.where(fg, probs, torch.zeros_like(probs))
     mean = torch.minimum((fg_probs / count).sum(dim=1), fg_probs.amax(dim=1))
     return mean.to(out_dtype)
+
+
+def peak_normalized(mask_probs: Tensor, min_peak: float) -> Tensor:
+    """Each soft mask divided by its peak (largest cell), so that a paste binarized at 0.5
+    (Detectron2's ``detector_postprocess``) reads the mask's edge at half its peak.
+
+    Bilinear pasting is linear in the cells, so ``paste(m / peak) >= 0.5`` is
+    ``paste(m) >= 0.5 * peak``: the edge of a mask whose interior the head predicts at, say,
+    0.8 lies where the pasted probability falls to 0.4, halfway between inside and outside,
+    rather than at the absolute 0.5.
+
+    Args:
+        mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
+        min_peak: masks whose peak is below this (or 0) are returned unchanged: a mask with no
+            foreground cell is not blown up into one.
+
+    Returns:
+        (N, M, M) in [0, 1], same dtype: each mask with peak >= ``min_peak`` scaled to peak 1.
+    """
+    peak = mask_probs.flatten(1).amax(dim=1) if len(mask_probs) else mask_probs.new_zeros(0)
+    scale = torch.where((peak >= min_peak) & (peak > 0), peak, torch.ones_like(peak))
+    return mask_probs / scale[:, None, None]
 
 
 def _image_hw(

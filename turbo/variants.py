@@ -127,6 +127,7 @@ def full_sweep_variants(
         {"maskness_source": "both"},
         {"maskness_source": "mean"},
         {"rescore_agreement": True},
+        {"mask_edge": "half_peak"},
     ]
     undo = [{k: getattr(published, k)} for k in MECHANISM_KEYS]
     return (
