@@ -97,7 +97,7 @@ def peak_normalized(mask_probs: Tensor, min_peak: float) -> Tensor:
     Returns:
         (N, M, M) in [0, 1], same dtype: each mask with peak >= ``min_peak`` scaled to peak 1.
     """
-    peak = mask_probs.flatten(1).amax(dim=1) if len(mask_probs) else mask_probs.new_zeros(0)
+    peak = mask_probs.flatten(1).amax(dim=1)
     scale = torch.where((peak >= min_peak) & (peak > 0), peak, torch.ones_like(peak))
     return mask_probs / scale[:, None, None]
 
