@@ -36,7 +36,7 @@ GRIDS = {
         "repredict_scale": [1.0, 1.05, 1.1, 1.15, 1.2, 1.3],
         "maskness_source": ["first", "last", "both"],
         "rescore_agreement": [True, False],
-        "mask_edge": ["probability", "half_peak"],
+        "mask_edge": ["probability", "half_peak", "half_interior"],
         "num_iters": [1, 2],
     },
 }

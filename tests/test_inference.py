@@ -7,7 +7,7 @@ import dataclasses
 from turbo import TurboParams
 from turbo.config import MASK_RCNN_RECIPE, PUBLISHED
 from turbo.inference import Detections, turbo_cycles
-from turbo.ops import mask_boxes, maskness, peak_normalized, resample_masks
+from turbo.ops import edge_normalized, mask_boxes, maskness, resample_masks
 from turbo.testing import count_host_syncs
 
 import pytest
@@ -309,21 +309,26 @@ def test_maskness_source_mean():
     torch.testing.assert_close(out.maskness, m)
 
 
+@pytest.mark.parametrize("edge", ["half_peak", "half_interior"])
 @pytest.mark.parametrize("changes", [{}, {"repredict_topk": 3, "resample_masks": True}])
-def test_mask_edge_half_peak(changes):
-    """The output masks divided by their peaks (those reaching box_thresh); boxes, scores and
-    Maskness as with edges at probability 0.5."""
+def test_mask_edge_normalizes_the_output_masks(changes, edge):
+    """The output masks divided by their peaks or interior levels (those reaching box_thresh);
+    boxes, scores and Maskness as with edges at probability 0.5."""
     dets, head = _detections()
     dets = dataclasses.replace(dets, scores=dets.scores.index_fill(0, torch.tensor([1]), 0.0))
     first = _first(dets, head)
     first[0] *= 0.6  # a first mask below peak 1
     first[1] *= 0.1  # without foreground: not re-predicted under top-3, it stays as it is
     p = _params(maskness_source="both", mask_fusion=0.5, **changes)
-    ref = turbo_cycles(p, dets, first, head)
-    out = turbo_cycles(p.replace(mask_edge="half_peak"), dets, first, head)
-    torch.testing.assert_close(out.masks, peak_normalized(ref.masks, p.box_thresh))
+    ref = turbo_cycles(p.replace(mask_edge="probability"), dets, first, head)
+    out = turbo_cycles(p.replace(mask_edge=edge), dets, first, head)
+    torch.testing.assert_close(out.masks, edge_normalized(ref.masks, edge, p.box_thresh))
     for name in ("boxes", "scores", "maskness", "found"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name))
     peaks = out.masks.flatten(1).amax(1)
     reached = ref.masks.flatten(1).amax(1) >= p.box_thresh
-    assert (peaks[reached] == 1).all() and reached.all() == (not changes)
+    assert reached.all() == (not changes) and torch.equal(out.masks[~reached], ref.masks[~reached])
+    if edge == "half_peak":
+        assert (peaks[reached] == 1).all()
+    else:  # the plateau's mean at 1: its largest cell above
+        assert (peaks[reached] >= 1).all() and (peaks[reached] > 1).any()

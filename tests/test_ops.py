@@ -7,7 +7,14 @@ References are Detectron2's own paste (``paste_masks_in_image`` + ``BitMasks``),
 import math
 from typing import List, Tuple
 
-from turbo.ops import batched_soft_nms, mask_boxes, maskness, peak_normalized, resample_masks
+from turbo.ops import (
+    batched_soft_nms,
+    edge_normalized,
+    interior_level,
+    mask_boxes,
+    maskness,
+    resample_masks,
+)
 
 import detectron2  # noqa: F401  (a missing Detectron2 must fail loudly, not skip)
 import numpy as np
@@ -725,37 +732,68 @@ def test_resample_masks_degenerate_and_empty():
     )
 
 
-def test_peak_normalized_hand_values():
+def test_edge_normalized_half_peak_hand_values():
     m = torch.zeros(4, 3, 3)
     m[0, 1, 1], m[0, 0, 0] = 0.8, 0.4  # peak 0.8 -> 1 and 0.5
     m[1, 2, 2] = 0.1  # peak below min_peak: unchanged
     m[2] = 1.0  # peak 1: unchanged
-    out = peak_normalized(m, 0.2)  # m[3] all zero: unchanged, no division by zero
+    out = edge_normalized(m, "half_peak", 0.2)  # m[3] all zero: unchanged, no division by 0
     assert out[0, 1, 1] == 1.0 and out[0, 0, 0] == 0.5 and out[0].sum() == 1.5
     torch.testing.assert_close(out[1:], m[1:], rtol=0, atol=0)
-    assert torch.isfinite(peak_normalized(torch.zeros(2, 3, 3), 0.0)).all()
-    assert peak_normalized(torch.zeros(0, 28, 28), 0.2).shape == (0, 28, 28)
+    for edge in ("half_peak", "half_interior"):
+        assert torch.isfinite(edge_normalized(torch.zeros(2, 3, 3), edge, 0.0)).all()
+        assert edge_normalized(torch.zeros(0, 28, 28), edge, 0.2).shape == (0, 28, 28)
+    with pytest.raises(ValueError, match="half_interior"):
+        edge_normalized(m, "interior", 0.2)
 
 
-def test_peak_normalized_paste_reads_the_edge_at_half_the_peak():
+def test_interior_level_hand_values():
+    m = torch.zeros(4, 2, 3)
+    m[0] = torch.tensor([[0.8, 0.6, 0.4], [0.39, 0.1, 0.0]])  # cells >= 0.4: mean 0.6
+    m[1, 0, 0] = 0.3  # a single cell: its own value
+    m[2] = 0.7  # a plateau: its value
+    level = interior_level(m)  # m[3] all zero: 0
+    torch.testing.assert_close(level, torch.tensor([0.6, 0.3, 0.7, 0.0]))
+    assert interior_level(torch.zeros(0, 28, 28)).shape == (0,)
+    out = edge_normalized(m, "half_interior", 0.2)
+    torch.testing.assert_close(out[:3], m[:3] / level[:3, None, None])
+    assert torch.equal(out[3], m[3])
+
+
+def test_edge_normalized_paste_reads_the_edge_at_half_the_level():
     """Detectron2's paste at 0.5 of the normalized masks is its paste of the masks themselves
-    at half their peak. Peaks are powers of two, so that dividing by them is exact."""
+    at half their level (peak or interior level). Levels are powers of two, so that dividing
+    by them is exact: peaks 1, 0.5, 0.25; for the interior levels, a plateau of one cell at
+    0.75 and four at 7 / 16 (mean 0.5, all at or above half the peak) over a ramp below it."""
     g = torch.Generator().manual_seed(3)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
     r = (xx**2 + yy**2).sqrt()
     peaks = torch.tensor([1.0, 0.5, 0.25])
     probs = torch.sigmoid((0.6 - r) * 12)[None] + 0.05 * torch.rand(3, 28, 28, generator=g)
     probs = probs / probs.flatten(1).amax(1)[:, None, None] * peaks[:, None, None]
+    plateau = torch.clamp(0.36 * (1.0 - r / 1.2), min=0.0)  # below 0.375 everywhere
+    plateau[12:14, 12:14] = 7 / 16  # four cells at 7 / 16 and one at 0.75
+    plateau[14, 14] = 0.75
     boxes = torch.tensor(
         [[10.0, 12.0, 90.0, 70.0], [3.5, 40.2, 60.0, 99.0], [50.0, 5.0, 75.0, 30.0]]
     )
-    out = paste_masks_in_image(peak_normalized(probs, 0.2), boxes, (110, 120), 0.5)
-    for i, peak in enumerate(peaks.tolist()):
-        want = paste_masks_in_image(probs[i : i + 1], boxes[i : i + 1], (110, 120), 0.5 * peak)
-        assert torch.equal(out[i], want[0])
+    assert interior_level(plateau[None]).item() == 0.5
+    cases = [("half_peak", probs, peaks)]
+    cases += [("half_interior", plateau[None].expand(3, 28, 28), torch.full((3,), 0.5))]
+    for edge, masks, levels in cases:
+        out = paste_masks_in_image(edge_normalized(masks, edge, 0.2), boxes, (110, 120), 0.5)
+        for i, level in enumerate(levels.tolist()):
+            want = paste_masks_in_image(masks[i : i + 1], boxes[i : i + 1], (110, 120), 0.5 * level)
+            assert torch.equal(out[i], want[0])
     # lower peaks mean larger masks than the probability-0.5 edge gives
     plain = paste_masks_in_image(probs, boxes, (110, 120), 0.5)
+    out = paste_masks_in_image(edge_normalized(probs, "half_peak", 0.2), boxes, (110, 120), 0.5)
     assert torch.equal(out[0], plain[0]) and (out[1:].sum((1, 2)) > plain[1:].sum((1, 2))).all()
+    # an interior level below the peak: a larger mask than half the peak gives
+    half_peak = edge_normalized(probs, "half_peak", 0.2)
+    half_interior = edge_normalized(probs, "half_interior", 0.2)
+    assert (interior_level(probs) < peaks).all()
+    assert (half_interior >= half_peak).all() and (half_interior > half_peak).any()
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ __all__ = [
 AUTO = -1.0
 EMPTY_MASK_MODES = ("keep", "drop")
 MASKNESS_SOURCES = ("first", "last", "both", "mean")
-MASK_EDGES = ("probability", "half_peak")
+MASK_EDGES = ("probability", "half_peak", "half_interior")
 
 
 @dataclass(frozen=True)
@@ -157,9 +157,10 @@ class TurboParams:
     The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
     each image's 15 highest-scoring detections get a second mask-head pass (the others take
     the refined box, their mask resampled into it); the score is rescored by the agreement of
-    a re-predicted mask with its first one too; each output mask's edge lies at half its own
-    peak probability; with the Mask R-CNN recipe a re-predicted mask is averaged with its first
-    one and the score is rescored by the Maskness of both.
+    a re-predicted mask with its first one too; each output mask's edge lies at half its
+    interior level (the mean of its cells at or above half its peak); with the Mask R-CNN
+    recipe a re-predicted mask is averaged with its first one and the score is rescored by the
+    Maskness of both.
     """
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
@@ -195,9 +196,10 @@ class TurboParams:
     mask_fusion: Optional[float] = None
     # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
     subpixel_boxes: bool = False
-    # Where the pasted output mask's edge lies: "probability" (probability 0.5, published) or
-    # "half_peak" (half the mask's own peak: each output mask is divided by its peak).
-    mask_edge: str = "half_peak"
+    # Where the pasted output mask's edge lies: "probability" (probability 0.5, published),
+    # "half_peak" (half the mask's own peak) or "half_interior" (half its interior level, the
+    # mean of its cells at or above half its peak): each output mask is divided by that level.
+    mask_edge: str = "half_interior"
     # The mask head re-predicts in the refined box scaled by this about its centre, in [1, 2],
     # and the mask is resampled into the refined box; 1 = in the refined box itself.
     # Unset: the head's recipe.

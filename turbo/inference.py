@@ -24,10 +24,10 @@ from torch import Tensor
 from .config import SoftNMSParams, TurboParams
 from .ops import (
     batched_soft_nms,
+    edge_normalized,
     finite_probs,
     mask_boxes,
     maskness,
-    peak_normalized,
     resample_masks,
 )
 
@@ -89,7 +89,8 @@ class TurboResult:
 
     boxes: Tensor  # (N, 4) output boxes, XYXY
     # (N, M, M) masks predicted (or resampled) in ``boxes``: probabilities, or with
-    # ``mask_edge`` "half_peak" each divided by its peak (``turbo.ops.peak_normalized``)
+    # ``mask_edge`` "half_peak" / "half_interior" each divided by its level
+    # (``turbo.ops.edge_normalized``)
     masks: Tensor
     scores: Tensor  # (N,) rescored
     maskness: Tensor  # (N,) Maskness of the masks it was read from
@@ -213,8 +214,9 @@ def turbo_cycles(
     ``rescore_agreement``, also by the agreement (soft IoU) of each re-predicted mask with the
     earlier mask resampled into its box, in the last cycle that re-predicted it: each factor
     is ``(1 - w) + w * value`` with the recipe's Maskness weight w. With ``mask_edge``
-    "half_peak" the output masks are then each divided by their peak (those with a cell at or
-    above ``box_thresh``), so that the paste at 0.5 reads each mask's edge at half its peak.
+    "half_peak" ("half_interior") the output masks are then each divided by their peak (their
+    interior level, ``turbo.ops.interior_level``), those with a cell at or above
+    ``box_thresh``, so that the paste at 0.5 reads each mask's edge at half that level.
 
     Host syncs: none when every mask is re-predicted or when ``repredict_topk`` is the only
     condition (the selected rows are then known from the counts); the other conditions
@@ -270,8 +272,8 @@ def turbo_cycles(
         scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))
     if p.rescore_agreement:
         scores = scores * ((1.0 - w) + w * agreement)
-    if p.mask_edge == "half_peak":  # after Maskness, which reads probabilities
-        masks = peak_normalized(masks, p.box_thresh)
+    if p.mask_edge != "probability":  # after Maskness, which reads probabilities
+        masks = edge_normalized(masks, p.mask_edge, p.box_thresh)
     return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
 
 

@@ -15,7 +15,8 @@ from torch import Tensor
 __all__ = [
     "finite_probs",
     "maskness",
-    "peak_normalized",
+    "edge_normalized",
+    "interior_level",
     "mask_boxes",
     "resample_masks",
     "batched_soft_nms",
@@ -80,25 +81,46 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     return mean.to(out_dtype)
 
 
-def peak_normalized(mask_probs: Tensor, min_peak: float) -> Tensor:
-    """Each soft mask divided by its peak (largest cell), so that a paste binarized at 0.5
-    (Detectron2's ``detector_postprocess``) reads the mask's edge at half its peak.
-
-    Bilinear pasting is linear in the cells, so ``paste(m / peak) >= 0.5`` is
-    ``paste(m) >= 0.5 * peak``: the edge of a mask whose interior the head predicts at, say,
-    0.8 lies where the pasted probability falls to 0.4, halfway between inside and outside,
-    rather than at the absolute 0.5.
+def interior_level(mask_probs: Tensor) -> Tensor:
+    """(N,) the interior level of each soft mask: the mean of its cells at or above half its
+    peak (largest cell); 0 for a mask without a positive cell.
 
     Args:
         mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
+    """
+    probs = mask_probs.flatten(1)
+    peak = probs.amax(dim=1, keepdim=True)
+    inside = (probs >= 0.5 * peak) & (peak > 0)
+    total = torch.where(inside, probs, torch.zeros_like(probs)).sum(dim=1)
+    # the rounding of the sum may pass the peak by an ulp: cap the mean there
+    return torch.minimum(total / inside.sum(dim=1).clamp(min=1), peak[:, 0])
+
+
+def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
+    """Each soft mask divided by its level, so that a paste binarized at 0.5 (Detectron2's
+    ``detector_postprocess``) reads the mask's edge at half that level.
+
+    Bilinear pasting is linear in the cells, so ``paste(m / level) >= 0.5`` is
+    ``paste(m) >= 0.5 * level``: the edge of a mask whose interior the head predicts at, say,
+    0.8 lies where the pasted probability falls to 0.4, halfway between inside and outside,
+    rather than at the absolute 0.5. The level is the mask's peak (``edge`` "half_peak") or
+    its :func:`interior_level` ("half_interior"): the mean of the plateau rather than its
+    largest cell, which sits above the plateau by the spread of the cells.
+
+    Args:
+        mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
+        edge: "half_peak" or "half_interior".
         min_peak: masks whose peak is below this (or 0) are returned unchanged: a mask with no
             foreground cell is not blown up into one.
 
     Returns:
-        (N, M, M) in [0, 1], same dtype: each mask with peak >= ``min_peak`` scaled to peak 1.
+        (N, M, M) >= 0, same dtype: each mask with peak >= ``min_peak`` divided by its level.
     """
+    if edge not in ("half_peak", "half_interior"):
+        raise ValueError(f'edge must be "half_peak" or "half_interior", got {edge!r}')
     peak = mask_probs.flatten(1).amax(dim=1)
-    scale = torch.where((peak >= min_peak) & (peak > 0), peak, torch.ones_like(peak))
+    level = peak if edge == "half_peak" else interior_level(mask_probs)
+    scale = torch.where((peak >= min_peak) & (peak > 0), level, torch.ones_like(level))
     return mask_probs / scale[:, None, None]
 
 

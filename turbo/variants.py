@@ -128,6 +128,7 @@ def full_sweep_variants(
         {"maskness_source": "mean"},
         {"rescore_agreement": True},
         {"mask_edge": "half_peak"},
+        {"mask_edge": "half_interior"},
     ]
     undo = [{k: getattr(published, k)} for k in MECHANISM_KEYS]
     return (
