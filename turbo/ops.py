@@ -89,11 +89,15 @@ def interior_level(mask_probs: Tensor) -> Tensor:
         mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
     """
     probs = mask_probs.flatten(1)
-    peak = probs.amax(dim=1, keepdim=True)
-    inside = (probs >= 0.5 * peak) & (peak > 0)
+    return _interior_level(probs, probs.amax(dim=1))
+
+
+def _interior_level(probs: Tensor, peak: Tensor) -> Tensor:
+    """:func:`interior_level` of (N, K) flattened masks whose (N,) peaks are known."""
+    inside = (probs >= 0.5 * peak[:, None]) & (peak[:, None] > 0)
     total = torch.where(inside, probs, torch.zeros_like(probs)).sum(dim=1)
     # the rounding of the sum may pass the peak by an ulp: cap the mean there
-    return torch.minimum(total / inside.sum(dim=1).clamp(min=1), peak[:, 0])
+    return torch.minimum(total / inside.sum(dim=1).clamp(min=1), peak)
 
 
 def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
@@ -118,8 +122,9 @@ def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
     """
     if edge not in ("half_peak", "half_interior"):
         raise ValueError(f'edge must be "half_peak" or "half_interior", got {edge!r}')
-    peak = mask_probs.flatten(1).amax(dim=1)
-    level = peak if edge == "half_peak" else interior_level(mask_probs)
+    probs = mask_probs.flatten(1)
+    peak = probs.amax(dim=1)
+    level = peak if edge == "half_peak" else _interior_level(probs, peak)
     scale = torch.where((peak >= min_peak) & (peak > 0), level, torch.ones_like(level))
     return mask_probs / scale[:, None, None]
 
