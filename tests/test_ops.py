@@ -794,6 +794,8 @@ def test_edge_normalized_paste_reads_the_edge_at_half_the_level():
     half_interior = edge_normalized(probs, "half_interior", 0.2)
     assert (interior_level(probs) < peaks).all()
     assert (half_interior >= half_peak).all() and (half_interior > half_peak).any()
+    # the interior level is at least half the peak: no cell above 2
+    assert half_interior.max() <= 2 and (interior_level(probs) >= 0.5 * peaks).all()
 
 
 # --------------------------------------------------------------------------------------------

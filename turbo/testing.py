@@ -272,7 +272,8 @@ def assert_same_instances(a: Instances, b: Instances, exact: bool = True) -> Non
 
 
 def assert_valid_roi_outputs(inst: Instances, mask_size: int = 28) -> None:
-    """ROI-head outputs: finite fields, boxes (N, 4), masks (N, 1, M, M) in [0, 1], scores
+    """ROI-head outputs: finite fields, boxes (N, 4), masks (N, 1, M, M) in [0, 2]
+    (probabilities, or divided by a level at least half their peak by ``mask_edge``), scores
     sorted (descending), Maskness in [0, 1]."""
     n = len(inst)
     b = inst.pred_boxes.tensor
@@ -281,7 +282,7 @@ def assert_valid_roi_outputs(inst: Instances, mask_size: int = 28) -> None:
     assert torch.all(inst.scores[:-1] >= inst.scores[1:])
     assert inst.pred_masks.shape == (n, 1, mask_size, mask_size)
     assert torch.isfinite(inst.pred_masks).all()
-    assert torch.all((inst.pred_masks >= 0) & (inst.pred_masks <= 1))
+    assert torch.all((inst.pred_masks >= 0) & (inst.pred_masks <= 2))
     if inst.has("maskness"):
         assert torch.isfinite(inst.maskness).all()
         assert torch.all((inst.maskness >= 0) & (inst.maskness <= 1))
