@@ -54,6 +54,11 @@ def test_maskness_shapes_agree():
     torch.testing.assert_close(a, b)
     expected = torch.stack([x[x >= 0.5].mean() for x in m])
     torch.testing.assert_close(a, expected)
+    # one threshold per mask, as the interior level reads it
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])
+    per_mask = maskness(m[:, None], t)
+    torch.testing.assert_close(per_mask, torch.stack([x[x >= v].mean() for x, v in zip(m, t)]))
+    assert per_mask[2] == a[2]
 
 
 def test_maskness_nan_and_inf_are_finite():
@@ -764,16 +769,15 @@ def test_edge_normalized_paste_reads_the_edge_at_half_the_level():
     """Detectron2's paste at 0.5 of the normalized masks is its paste of the masks themselves
     at half their level (peak or interior level). Levels are powers of two, so that dividing
     by them is exact: peaks 1, 0.5, 0.25; for the interior levels, a plateau of one cell at
-    0.75 and four at 7 / 16 (mean 0.5, all at or above half the peak) over a ramp below it."""
+    0.625 and one at 0.375 (mean 0.5, both at or above half the peak) over a ramp below it."""
     g = torch.Generator().manual_seed(3)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
     r = (xx**2 + yy**2).sqrt()
     peaks = torch.tensor([1.0, 0.5, 0.25])
     probs = torch.sigmoid((0.6 - r) * 12)[None] + 0.05 * torch.rand(3, 28, 28, generator=g)
     probs = probs / probs.flatten(1).amax(1)[:, None, None] * peaks[:, None, None]
-    plateau = torch.clamp(0.36 * (1.0 - r / 1.2), min=0.0)  # below 0.375 everywhere
-    plateau[12:14, 12:14] = 7 / 16  # four cells at 7 / 16 and one at 0.75
-    plateau[14, 14] = 0.75
+    plateau = torch.clamp(0.3 * (1.0 - r / 1.2), min=0.0)  # below 0.3125 everywhere
+    plateau[13, 13], plateau[13, 14] = 0.625, 0.375
     boxes = torch.tensor(
         [[10.0, 12.0, 90.0, 70.0], [3.5, 40.2, 60.0, 99.0], [50.0, 5.0, 75.0, 30.0]]
     )

@@ -57,12 +57,13 @@ def _as_mask_stack(mask_probs: Tensor) -> Tensor:
     )
 
 
-def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
+def maskness(mask_probs: Tensor, threshold: Union[float, Tensor]) -> Tensor:
     """Maskness: mean foreground probability of each soft mask.
 
     Args:
         mask_probs: (N, M, M) or (N, 1, M, M) probabilities in [0, 1] (RoI mask frame).
-        threshold: cells with probability >= threshold are foreground.
+        threshold: cells with probability >= threshold are foreground; a float, or (N,) one
+            per mask.
 
     Returns:
         (N,) mean probability over the foreground cells, 0 where a mask has none. NaN cells
@@ -72,7 +73,7 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     probs = _as_mask_stack(mask_probs).flatten(1)
     out_dtype = probs.dtype if probs.is_floating_point() else torch.float32
     probs = finite_probs(probs.to(torch.promote_types(out_dtype, torch.float32)))
-    fg = probs >= threshold
+    fg = probs >= (threshold[:, None] if isinstance(threshold, Tensor) else threshold)
     count = fg.sum(dim=1, keepdim=True).clamp(min=1).to(probs.dtype)
     # Divide before summing so that huge finite inputs cannot overflow the sum; the rounding
     # of that sum may pass the largest foreground value by an ulp: cap it there.
@@ -81,23 +82,17 @@ def maskness(mask_probs: Tensor, threshold: float) -> Tensor:
     return mean.to(out_dtype)
 
 
-def interior_level(mask_probs: Tensor) -> Tensor:
-    """(N,) the interior level of each soft mask: the mean of its cells at or above half its
-    peak (largest cell); 0 for a mask without a positive cell.
+def interior_level(mask_probs: Tensor, peak: Optional[Tensor] = None) -> Tensor:
+    """(N,) the interior level of each soft mask: its :func:`maskness` at half its peak (the
+    mean of its cells at or above half its largest cell); 0 for a mask without a positive cell.
 
     Args:
         mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
+        peak: (N,) the masks' largest cells, when the caller has them already.
     """
-    probs = mask_probs.flatten(1)
-    return _interior_level(probs, probs.amax(dim=1))
-
-
-def _interior_level(probs: Tensor, peak: Tensor) -> Tensor:
-    """:func:`interior_level` of (N, K) flattened masks whose (N,) peaks are known."""
-    inside = (probs >= 0.5 * peak[:, None]) & (peak[:, None] > 0)
-    total = torch.where(inside, probs, torch.zeros_like(probs)).sum(dim=1)
-    # the rounding of the sum may pass the peak by an ulp: cap the mean there
-    return torch.minimum(total / inside.sum(dim=1).clamp(min=1), peak)
+    if peak is None:
+        peak = mask_probs.flatten(1).amax(dim=1)
+    return maskness(mask_probs, 0.5 * peak)
 
 
 def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
@@ -122,9 +117,8 @@ def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
     """
     if edge not in ("half_peak", "half_interior"):
         raise ValueError(f'edge must be "half_peak" or "half_interior", got {edge!r}')
-    probs = mask_probs.flatten(1)
-    peak = probs.amax(dim=1)
-    level = peak if edge == "half_peak" else _interior_level(probs, peak)
+    peak = mask_probs.flatten(1).amax(dim=1)
+    level = peak if edge == "half_peak" else interior_level(mask_probs, peak)
     scale = torch.where((peak >= min_peak) & (peak > 0), level, torch.ones_like(level))
     return mask_probs / scale[:, None, None]
 
