@@ -24,7 +24,13 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from .ops import SOFT_NMS_IOU_THRESH, SOFT_NMS_METHODS, SOFT_NMS_MIN_SCORE, SOFT_NMS_SIGMA
+from .ops import (
+    NORMALIZED_EDGES,
+    SOFT_NMS_IOU_THRESH,
+    SOFT_NMS_METHODS,
+    SOFT_NMS_MIN_SCORE,
+    SOFT_NMS_SIGMA,
+)
 
 __all__ = [
     "add_turbo_config",
@@ -50,7 +56,7 @@ __all__ = [
 AUTO = -1.0
 EMPTY_MASK_MODES = ("keep", "drop")
 MASKNESS_SOURCES = ("first", "last", "both", "mean")
-MASK_EDGES = ("probability", "half_peak", "half_interior")
+MASK_EDGES = ("probability",) + NORMALIZED_EDGES
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,16 @@ __all__ = [
     "mask_boxes",
     "resample_masks",
     "batched_soft_nms",
+    "NORMALIZED_EDGES",
     "SOFT_NMS_METHODS",
     "SOFT_NMS_IOU_THRESH",
     "SOFT_NMS_SIGMA",
     "SOFT_NMS_MIN_SCORE",
 ]
+
+# Mask edges that ``edge_normalized`` reads at half a level of the mask: its peak or its
+# interior level.
+NORMALIZED_EDGES = ("half_peak", "half_interior")
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
 # Soft-NMS defaults, those of the published Mask R-CNN recipe (linear decay above IoU 0.5,
@@ -108,15 +113,15 @@ def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
 
     Args:
         mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
-        edge: "half_peak" or "half_interior".
+        edge: one of :data:`NORMALIZED_EDGES`.
         min_peak: masks whose peak is below this (or 0) are returned unchanged: a mask with no
             foreground cell is not blown up into one.
 
     Returns:
         (N, M, M) >= 0, same dtype: each mask with peak >= ``min_peak`` divided by its level.
     """
-    if edge not in ("half_peak", "half_interior"):
-        raise ValueError(f'edge must be "half_peak" or "half_interior", got {edge!r}')
+    if edge not in NORMALIZED_EDGES:
+        raise ValueError(f"edge must be one of {NORMALIZED_EDGES}, got {edge!r}")
     peak = mask_probs.flatten(1).amax(dim=1)
     level = peak if edge == "half_peak" else interior_level(mask_probs, peak)
     scale = torch.where((peak >= min_peak) & (peak > 0), level, torch.ones_like(level))
