@@ -24,9 +24,12 @@ import os
 import subprocess
 import sys
 
-from turbo.models import REFERENCE_MODELS, REPO_ROOT
-
 import torch
+
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
+from turbo.third_party_warnings import silence_known_warnings
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 def parse_args(argv=None):
@@ -44,9 +47,9 @@ def parse_args(argv=None):
 
 def memory_child(which: str, mask_size: int, device: str, size: int = 4000) -> None:
     """In a child process: peak extra memory (MiB) of one call on a size x size image."""
+    from turbo.benchmark.timing import peak_extra_memory_mib
     from turbo.ops import mask_boxes
     from turbo.testing import pasted_mask_boxes, random_soft_masks
-    from turbo.timing import peak_extra_memory_mib
 
     probs, _ = random_soft_masks(100, mask_size, size, size, device)
     boxes = torch.tensor([[0.0, 0.0, size * 0.9, size * 0.9]], device=device).expand(100, 4)
@@ -58,9 +61,9 @@ def memory_child(which: str, mask_size: int, device: str, size: int = 4000) -> N
 
 
 def bench_mask_boxes(device, repeats, mask_size):
+    from turbo.benchmark.timing import time_calls
     from turbo.ops import mask_boxes
     from turbo.testing import pasted_mask_boxes, random_soft_masks
-    from turbo.timing import time_calls
 
     h, w = 800, 1333
     probs, boxes = random_soft_masks(100, mask_size, h, w, device)
@@ -107,11 +110,11 @@ def bench_mask_boxes(device, repeats, mask_size):
 
 
 def bench_soft_nms(device, repeats):
+    from torchvision.ops import batched_nms
+
+    from turbo.benchmark.timing import time_calls
     from turbo.ops import batched_soft_nms
     from turbo.testing import coco_like_candidates
-    from turbo.timing import time_calls
-
-    from torchvision.ops import batched_nms
 
     boxes, scores, cls = (t.to(device) for t in coco_like_candidates())
     t = time_calls(
@@ -141,7 +144,7 @@ def bench_soft_nms(device, repeats):
 def random_model(config: str, device: str, num_iters: int):
     """A model of ``config`` with random weights, 100 distinct boxes out of every image
     (``turbo.testing.zero_box_regression``), as from a trained model."""
-    from turbo.models import build_turbo_model, load_config
+    from turbo.build import build_turbo_model, load_config
     from turbo.testing import zero_box_regression
 
     cfg = load_config(
@@ -160,7 +163,7 @@ def random_model(config: str, device: str, num_iters: int):
 
 
 def bench_end_to_end(device, repeats, soft_nms_seconds):
-    from turbo.timing import time_calls
+    from turbo.benchmark.timing import time_calls
 
     g = torch.Generator().manual_seed(0)
     inputs = [
@@ -212,14 +215,15 @@ def bench_end_to_end(device, repeats, soft_nms_seconds):
 
 
 def bench_host_syncs(device, dataset):
-    from turbo.config import PUBLISHED, TurboParams
-    from turbo.engine import register_datasets
-    from turbo.models import inference_loader, load_model, run_prefix, set_score_thresh
-    from turbo.testing import count_host_syncs
-
     from detectron2.data import DatasetCatalog
 
-    register_datasets()
+    from turbo.benchmark.runner import inference_loader, run_prefix, set_score_thresh
+    from turbo.build import load_model
+    from turbo.config import PUBLISHED, TurboParams
+    from turbo.datasets import register_all_shapes
+    from turbo.testing import count_host_syncs
+
+    register_all_shapes()
     _, cfg_file, weights = REFERENCE_MODELS["mask_rcnn"]
     cfg, model = load_model(
         os.path.join(REPO_ROOT, cfg_file), os.path.join(REPO_ROOT, weights), device

@@ -28,10 +28,13 @@ import os
 import sys
 import time
 
-from turbo.engine import register_datasets
-from turbo.models import REFERENCE_MODELS, REPO_ROOT
-
 import torch
+
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
+from turbo.datasets import register_all_shapes
+from turbo.third_party_warnings import silence_known_warnings
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 DEFAULT_MODELS = ["mask_rcnn", "cascade"]
 
@@ -87,23 +90,24 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from turbo import figures
-    from turbo.evaluation import evaluate_variants
-    from turbo.models import inference_loader, load_model, set_score_thresh, turbo_heads_of
-    from turbo.progress import Progress
-    from turbo.report import markdown_table, relative_latency, results_json
-    from turbo.timing import latency_samples
-    from turbo.variants import full_sweep_variants, headline_variants
-
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.utils.logger import setup_logger
+
+    from turbo.benchmark import plots
+    from turbo.benchmark.accuracy import evaluate_variants
+    from turbo.benchmark.progress import Progress
+    from turbo.benchmark.report import markdown_table, relative_latency, results_json
+    from turbo.benchmark.runner import inference_loader, set_score_thresh
+    from turbo.benchmark.timing import latency_samples
+    from turbo.benchmark.variants import full_sweep_variants, headline_variants
+    from turbo.build import load_model, turbo_heads_of
 
     os.makedirs(args.output_dir, exist_ok=True)
     log = setup_logger(
         output=os.path.join(args.output_dir, "benchmark.log"), name="turbo", abbrev_name="turbo"
     )
     t0 = time.perf_counter()
-    register_datasets()
+    register_all_shapes()
 
     specs = [tuple(m) for m in args.model or []]
     for name in args.reference or ([] if specs else DEFAULT_MODELS):
@@ -187,7 +191,7 @@ def main(argv=None):
         ]
         for m in models
     }
-    figures.plot_ap_vs_latency(
+    plots.plot_ap_vs_latency(
         series, os.path.join(args.output_dir, "ap_vs_latency.png"), header.split(", latency")[0]
     )
     if args.full:
@@ -203,9 +207,9 @@ def main(argv=None):
             ]
             for m in models
         }
-        figures.plot_ap_vs_cycles(cycles, os.path.join(args.output_dir, "ap_vs_cycles.png"))
+        plots.plot_ap_vs_cycles(cycles, os.path.join(args.output_dir, "ap_vs_cycles.png"))
     if args.pictures:
-        _examples(rows, results, MetadataCatalog.get(args.dataset), args.output_dir, figures)
+        _examples(rows, results, MetadataCatalog.get(args.dataset), args.output_dir)
     print(f"\n{header}\n\n{table}\n", flush=True)
     log.info(
         "wrote %s/benchmark.{md,json,log}, figures, in %.0f s",
@@ -215,12 +219,14 @@ def main(argv=None):
     return results
 
 
-def _examples(rows, results, metadata, out_dir, figures):
+def _examples(rows, results, metadata, out_dir):
     """examples.png: the first model's baseline | default Turbo on the first images, the
     Turbo side showing its detection-stage boxes dashed."""
     import numpy as np
     from detectron2.data.detection_utils import read_image
     from PIL import Image
+
+    from turbo.visualization import side_by_side
 
     model = rows[0].model
     pick = {v.kind: v.name for v in rows if v.model == model}
@@ -230,7 +236,7 @@ def _examples(rows, results, metadata, out_dir, figures):
         image = read_image(b["input"]["file_name"], format="RGB")
         inst = s["instances"]
         tiles.append(
-            figures.side_by_side(
+            side_by_side(
                 image,
                 b["instances"],
                 t["instances"],

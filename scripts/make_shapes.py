@@ -7,8 +7,8 @@ Examples:
     python scripts/make_shapes.py --defaults          # every registered split into the cache
 
 Without ``--out`` the split goes into the cache (``--root``, else $TURBO_DATASETS, else
-~/.cache/turbo/datasets) under the folder ``turbo.data.split_dir`` names, which is where
-``turbo.data.register_shapes`` looks for it. With ``--out DIR`` it is written to
+~/.cache/turbo/datasets) under the folder ``turbo.datasets.split_dir`` names, which is where
+``turbo.datasets.register_shapes`` looks for it. With ``--out DIR`` it is written to
 ``DIR/<split>/`` and ``DIR/<split>.json`` directly.
 """
 
@@ -17,9 +17,12 @@ import json
 import os
 import time
 
-from turbo import data as shapes
-
 import numpy as np
+
+from turbo import datasets as shapes
+from turbo.third_party_warnings import silence_known_warnings
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 def _preview(json_file: str, image_root: str, n: int, out_png: str, cols: int = 4) -> str:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The test command (README.md, "Tests"): installs what is missing (scripts/setup_env.py),
-# checks formatting and lint, runs the whole suite on CPU.
+# The test command (README.md, Install): sets up what is missing (scripts/setup_env.py: your
+# PyTorch and Detectron2 as they are, else a .venv in this checkout), checks formatting and
+# lint, runs the whole suite on CPU with the interpreter the setup chose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-"$PY" scripts/setup_env.py
+PY=$("${PYTHON:-python3}" scripts/setup_env.py --print-python)
 "$PY" -m ruff format --check .
 "$PY" -m ruff check .
 # pytest exits 5 when it collects nothing: with `set -e` that fails the run, as it should.

@@ -1,17 +1,27 @@
 #!/usr/bin/env python
-"""Install what is missing for turbo, and nothing else: the registry packages of
-``requirements.txt``, Detectron2 at the commit ``requirements-detectron2.txt`` pins, and this
-checkout (editable).
+"""Set up an environment for turbo, respecting the one you have: use a working PyTorch and
+Detectron2 as they are; where the pinned versions would be installed, install them into a
+virtual environment in this checkout (``.venv``, ignored by git) instead.
 
-Detectron2 is not on PyPI: it is installed from its git repository, only when it is missing
-or installed from another commit. A Detectron2 whose commit cannot be read (built from a local
-checkout, say) is used as it is, with a note. On a machine that has everything, this takes
-about a second. Standard library only: it runs before anything is installed::
+Which environment (the first that applies):
 
-    python scripts/setup_env.py            # install what is missing
-    python scripts/setup_env.py --dry-run  # say what would be installed
+1. ``--in-place``: the interpreter running this script; what is missing is installed there
+   (the registry packages of ``requirements.txt``, Detectron2 at the commit
+   ``requirements-detectron2.txt`` pins), nothing installed is replaced.
+2. ``.venv`` of this checkout, where an earlier run made it.
+3. The running interpreter, when it has a working PyTorch with torchvision and a Detectron2:
+   they are used as they are (a note says which versions); only other missing registry
+   packages are installed beside them, and this checkout (editable).
+4. Otherwise a new ``.venv`` in this checkout, set up as in 1.
 
-``TURBO_DETECTRON2_URL`` replaces Detectron2's repository address (a mirror, a local clone).
+Detectron2 is not on PyPI: it is built from its git repository, only where it is missing.
+``TURBO_DETECTRON2_URL`` replaces that address (a mirror, a local clone). Standard library
+only: it runs before anything is installed::
+
+    python scripts/setup_env.py                  # set up; say which interpreter to use
+    python scripts/setup_env.py --print-python   # ... and print its path last on stdout
+    python scripts/setup_env.py --dry-run        # say what would be done
+    python scripts/setup_env.py --in-place       # install into this interpreter, no .venv
 """
 
 from __future__ import annotations
@@ -32,6 +42,16 @@ DETECTRON2_REQUIREMENT = os.path.join(ROOT, "requirements-detectron2.txt")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
 # pip warns on every install as root (containers, CI); the setup's own lines say what it does
 PIP_ENV = {**os.environ, "PIP_ROOT_USER_ACTION": "ignore"}
+VENV = os.path.join(ROOT, ".venv")
+# requirement names never installed into an environment whose working PyTorch is used as it is
+TORCH_PAIR = ("torch", "torchvision")
+# imports torch, torchvision (one of its operators: a mismatched pair fails here) and
+# Detectron2, and prints their versions
+_PROBE = (
+    "import torch, torchvision, detectron2\n"
+    "torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)\n"
+    "print(torch.__version__, torchvision.__version__, detectron2.__version__)"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +94,9 @@ def pinned_detectron2(path: str = DETECTRON2_REQUIREMENT) -> Tuple[str, str]:
 
 
 def detectron2_action(have: Installed, commit: str) -> Tuple[str, str]:
-    """What to do about Detectron2: ("keep" | "install" | "reinstall" | "use", why)."""
+    """What to do about Detectron2: ("keep" | "install" | "use", why). An installed
+    Detectron2 is never replaced: one from another commit, or whose commit cannot be read, is
+    used as it is, with a note."""
     if have.version is None:
         return "install", "Detectron2 is not installed"
     if have.commit is None:
@@ -86,14 +108,17 @@ def detectron2_action(have: Installed, commit: str) -> Tuple[str, str]:
         )
     if have.commit.startswith(commit) or commit.startswith(have.commit):
         return "keep", f"Detectron2 is installed at the pinned commit {commit[:12]}"
-    return "reinstall", (
-        f"Detectron2 is installed at commit {have.commit[:12]}, not the pinned {commit[:12]}"
+    return "use", (
+        f"Detectron2 {have.version} is installed at commit {have.commit[:12]}, not the pinned "
+        f"{commit[:12]}: using it as it is"
     )
 
 
-def missing_requirements(path: str = REQUIREMENTS) -> Optional[List[str]]:
-    """Lines of ``path`` whose requirement is not satisfied, or None when that cannot be
-    told (no ``packaging`` module yet)."""
+def missing_requirements(
+    path: str = REQUIREMENTS, skip: Tuple[str, ...] = ()
+) -> Optional[List[str]]:
+    """Lines of ``path`` whose requirement is not satisfied (those naming a package of
+    ``skip`` left out), or None when that cannot be told (no ``packaging`` module yet)."""
     try:
         from packaging.requirements import Requirement
     except ImportError:
@@ -106,6 +131,8 @@ def missing_requirements(path: str = REQUIREMENTS) -> Optional[List[str]]:
                 continue
             req = Requirement(line)
             if req.marker is not None and not req.marker.evaluate():
+                continue
+            if req.name.lower() in skip:
                 continue
             have = installed(req.name).version
             if have is None or not req.specifier.contains(have, prereleases=True):
@@ -122,51 +149,120 @@ def turbo_is_this_checkout(have: Installed, root: str = ROOT) -> bool:
     )
 
 
+def say(message: str) -> None:
+    """A line of the setup's own, on stderr (stdout may carry the interpreter's path)."""
+    print(f"setup: {message}", file=sys.stderr, flush=True)
+
+
 def _run(cmd: List[str], dry_run: bool, what: str) -> None:
-    print(f"setup: {what}: {' '.join(cmd)}", flush=True)
+    say(f"{what}: {' '.join(cmd)}")
     if dry_run:
         return
-    if subprocess.run(cmd, env=PIP_ENV).returncode != 0:
+    # pip's own output goes to stderr too
+    if subprocess.run(cmd, env=PIP_ENV, stdout=sys.stderr).returncode != 0:
         raise SystemExit(f"setup: could not {what} (see pip's message above)")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dry-run", action="store_true", help="say what would be installed")
-    args = p.parse_args(argv)
+def venv_python(venv: str = VENV) -> str:
+    """The interpreter of the virtual environment ``venv``."""
+    return os.path.join(venv, "Scripts" if os.name == "nt" else "bin", "python")
 
-    missing = missing_requirements()
-    if missing is None or missing:
-        what = ", ".join(missing) if missing else "requirements.txt"
-        _run(PIP + ["install", "-q", "-r", REQUIREMENTS], args.dry_run, f"install {what}")
+
+def working_stack(python: str = sys.executable) -> Optional[str]:
+    """ "torch X, torchvision Y, Detectron2 Z" when ``python`` imports a working PyTorch and
+    torchvision pair and Detectron2; else None."""
+    if not all(installed(n).version for n in TORCH_PAIR + ("detectron2",)):
+        return None  # what is not installed cannot work: no need to start an interpreter
+    out = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    torch, vision, d2 = out.stdout.split()[-3:]
+    return f"torch {torch}, torchvision {vision}, Detectron2 {d2}"
+
+
+def choose_environment(in_place: bool, venv: str = VENV) -> Tuple[str, str]:
+    """("in-place" | "venv" | "existing", why): where the setup installs (module docstring)."""
+    if in_place:
+        return "in-place", f"installing what is missing into {sys.executable} (--in-place)"
+    if os.path.exists(venv_python(venv)):
+        return "venv", f"using the virtual environment {venv} of this checkout"
+    stack = working_stack()
+    if stack is not None:
+        return "existing", (
+            f"using {sys.executable} with its {stack} as they are (nothing of them is replaced)"
+        )
+    return "venv", (
+        f"{sys.executable} has no working PyTorch and Detectron2: installing the pinned "
+        f"versions into a new virtual environment, {venv}"
+    )
+
+
+def install_here(dry_run: bool, keep_torch: bool) -> None:
+    """Install what is missing into the running interpreter; with ``keep_torch`` its
+    PyTorch and torchvision are left as they are."""
+    skip = TORCH_PAIR if keep_torch else ()
+    missing = missing_requirements(skip=skip)
+    if missing is None:  # requirement lines are read with 'packaging': install it first
+        _run(PIP + ["install", "-q", "packaging"], dry_run, "install packaging")
+        missing = [] if dry_run else missing_requirements(skip=skip)
+    if missing:
+        _run(PIP + ["install", "-q"] + missing, dry_run, f"install {', '.join(missing)}")
     else:
-        print("setup: the registry packages of requirements.txt are installed")
+        say("the registry packages of requirements.txt are installed")
 
     url, commit = pinned_detectron2()
     url = os.environ.get("TURBO_DETECTRON2_URL", url)
     action, why = detectron2_action(installed("detectron2"), commit)
-    print(f"setup: {why}")
-    if action in ("install", "reinstall"):
+    say(why)
+    if action == "install":
         cmd = PIP + ["install", "-q", "--no-build-isolation", f"git+{url}@{commit}"]
-        print(
-            f"setup: Detectron2 is not on PyPI: building it from {url} at {commit[:12]} "
-            "(a few minutes)",
-            flush=True,
-        )
-        if not args.dry_run and subprocess.run(cmd, env=PIP_ENV).returncode != 0:
+        say(f"Detectron2 is not on PyPI: building it from {url} at {commit[:12]} (a few minutes)")
+        if not dry_run and subprocess.run(cmd, env=PIP_ENV, stdout=sys.stderr).returncode != 0:
             raise SystemExit(
                 f"setup: could not install Detectron2 from {url} at {commit[:12]} (is the "
                 "network reachable? set TURBO_DETECTRON2_URL to a reachable mirror or clone)"
             )
 
     if turbo_is_this_checkout(installed("turbo")):
-        print("setup: turbo is installed from this checkout")
+        say("turbo is installed from this checkout")
     else:
         _run(
             PIP + ["install", "-q", "--no-build-isolation", "--no-deps", "-e", ROOT],
-            args.dry_run,
+            dry_run,
             "install turbo from this checkout",
         )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would be done")
+    p.add_argument(
+        "--in-place", action="store_true", help="install into this interpreter, no .venv"
+    )
+    p.add_argument(
+        "--print-python", action="store_true", help="print the interpreter to use, last on stdout"
+    )
+    args = p.parse_args(argv)
+
+    where, why = choose_environment(args.in_place)
+    say(why)
+    python = sys.executable
+    if where == "venv":
+        python = venv_python()
+        if not os.path.exists(python):
+            _run([sys.executable, "-m", "venv", VENV], args.dry_run, "create the environment")
+        if not args.dry_run:
+            cmd = [python, os.path.abspath(__file__), "--in-place"]
+            if subprocess.run(cmd, stdout=sys.stderr).returncode != 0:
+                raise SystemExit(f"setup: could not set up {VENV}")
+    else:
+        install_here(args.dry_run, keep_torch=where == "existing")
+    if args.print_python:
+        print(python)
+    else:
+        say(f"use {python}")
     return 0
 
 

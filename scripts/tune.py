@@ -18,6 +18,10 @@ import time
 
 import torch
 
+from turbo.third_party_warnings import silence_known_warnings
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
+
 GRIDS = {
     "thresholds": {
         "box_thresh": [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5],
@@ -85,18 +89,19 @@ def _value(text):
 
 def main(argv=None):
     a = parse_args(argv)
-    from turbo.config import PUBLISHED, TurboParams
-    from turbo.engine import register_datasets
-    from turbo.evaluation import evaluate_variants
-    from turbo.models import inference_loader, load_model, set_score_thresh
-    from turbo.progress import Progress
-    from turbo.variants import Variant, sweep_variants
-
     from detectron2.data import DatasetCatalog
     from detectron2.utils.logger import setup_logger
 
+    from turbo.benchmark.accuracy import evaluate_variants
+    from turbo.benchmark.progress import Progress
+    from turbo.benchmark.runner import inference_loader, set_score_thresh
+    from turbo.benchmark.variants import Variant, sweep_variants
+    from turbo.build import load_model
+    from turbo.config import PUBLISHED, TurboParams
+    from turbo.datasets import register_all_shapes
+
     setup_logger(name="turbo", abbrev_name="turbo")  # progress lines
-    register_datasets()
+    register_all_shapes()
     cfg, model = load_model(a.config_file, a.weights or None, a.device, a.opts)
     if a.score_thresh is not None:
         set_score_thresh(model, a.score_thresh)

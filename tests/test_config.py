@@ -3,6 +3,12 @@ yacs and the LazyConfig systems (errors name the key as the user wrote it)."""
 
 import dataclasses
 
+import pytest
+from detectron2 import model_zoo
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling import build_backbone
+from omegaconf import OmegaConf
+
 from turbo import SoftNMSParams, TurboCascadeROIHeads, TurboParams, TurboROIHeads, ops
 from turbo.config import (
     AUTO,
@@ -15,13 +21,8 @@ from turbo.config import (
     yacs_key,
 )
 from turbo.lazy import use_turbo
-from turbo.testing import build, tiny_cfg
 
-import pytest
-from detectron2 import model_zoo
-from detectron2.config import LazyConfig, instantiate
-from detectron2.modeling import build_backbone
-from omegaconf import OmegaConf
+from helpers import build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

@@ -5,12 +5,6 @@ own checkpointer and predict sensibly."""
 import glob
 import os
 
-from turbo import TurboCascadeROIHeads, TurboROIHeads
-from turbo.config import get_turbo_cfg
-from turbo.data import register_shapes
-from turbo.models import REFERENCE_MODELS, REPO_ROOT
-from turbo.testing import CONFIGS
-
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
@@ -18,6 +12,13 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
+
+from turbo import TurboCascadeROIHeads, TurboROIHeads
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
+from turbo.config import get_turbo_cfg
+from turbo.datasets import register_shapes
+
+from helpers import CONFIGS
 
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 

@@ -1,12 +1,9 @@
-"""Tests of the synthetic shapes dataset (turbo/data.py)."""
+"""Tests of the synthetic shapes dataset (turbo/datasets)."""
 
 import filecmp
 import json
 import os
 import threading
-
-from turbo import data as shapes
-from turbo.data.shapes import MIN_VISIBLE_PIXELS
 
 import detectron2  # noqa: F401  (a missing Detectron2 must fail loudly)
 import numpy as np
@@ -14,6 +11,9 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
+
+from turbo import datasets as shapes
+from turbo.datasets.shapes import MIN_VISIBLE_PIXELS
 
 SIZE = (64, 96)
 

@@ -5,13 +5,13 @@ import os
 import subprocess
 import sys
 
-from turbo.data import make_shapes
-
 import cv2
 import numpy as np
 import pytest
 from conftest import ROOT
 from PIL import Image
+
+from turbo.datasets import make_shapes
 
 DEMO = os.path.join(ROOT, "projects", "turbo", "demo.py")
 CONFIG = os.path.join(ROOT, "configs", "shapes", "turbo_mask_rcnn_R18_FPN.yaml")

@@ -13,14 +13,15 @@ import subprocess
 import sys
 import time
 
-from turbo.config import get_turbo_cfg
-from turbo.data import ensure_shapes, register_tiny_shapes
-from turbo.testing import CONFIGS, build
-
 import pytest
 import torch
 import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
+
+from turbo.config import get_turbo_cfg
+from turbo.datasets import ensure_shapes, register_tiny_shapes
+
+from helpers import CONFIGS, build
 
 ROOT = os.path.dirname(CONFIGS)
 

@@ -4,14 +4,16 @@ variant's parameters."""
 
 import os
 
-from turbo.data import register_tiny_shapes
-from turbo.evaluation import evaluate_variants
-from turbo.models import REFERENCE_MODELS, REPO_ROOT, inference_loader, load_model, turbo_heads_of
-from turbo.variants import headline_variants, sweep_variants
-
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
+
+from turbo.benchmark.accuracy import evaluate_variants
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
+from turbo.benchmark.runner import inference_loader
+from turbo.benchmark.variants import headline_variants, sweep_variants
+from turbo.build import load_model, turbo_heads_of
+from turbo.datasets import register_tiny_shapes
 
 
 @pytest.mark.parametrize("reference", ["mask_rcnn", "cascade"])

@@ -2,18 +2,20 @@
 
 import copy
 
-from turbo import SoftNMSParams, TurboParams, ops
-from turbo.heads import TurboCascadeROIHeads, TurboROIHeads
-from turbo.inference import soft_nms_detections
-from turbo.models import run_heads, run_prefix
-from turbo.testing import build, make_images, tiny_cfg
-
 import pytest
 import torch
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from turbo import SoftNMSParams, TurboParams, ops
+from turbo.benchmark.runner import run_heads, run_prefix
+from turbo.heads import TurboCascadeROIHeads, TurboROIHeads
+from turbo.inference import soft_nms_detections
+from turbo.testing import make_images
+
+from helpers import build, tiny_cfg
 
 HEADS = [("TurboROIHeads", "StandardROIHeads"), ("TurboCascadeROIHeads", "CascadeROIHeads")]
 FIELDS = ("pred_boxes", "scores", "pred_classes", "pred_masks")

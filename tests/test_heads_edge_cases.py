@@ -4,19 +4,6 @@ determinism and host syncs."""
 
 import copy
 
-from turbo import ops
-from turbo.models import run_prefix
-from turbo.testing import (
-    assert_masks_predicted_in_boxes,
-    assert_same_instances,
-    assert_valid_model_outputs,
-    assert_valid_roi_outputs,
-    build,
-    count_host_syncs,
-    make_images,
-    tiny_cfg,
-)
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +11,19 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
+
+from turbo import ops
+from turbo.benchmark.runner import run_prefix
+from turbo.testing import (
+    assert_masks_predicted_in_boxes,
+    assert_same_instances,
+    assert_valid_model_outputs,
+    assert_valid_roi_outputs,
+    count_host_syncs,
+    make_images,
+)
+
+from helpers import build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

@@ -4,16 +4,16 @@ and host syncs. The mask head is a synthetic, deterministic function of the boxe
 
 import dataclasses
 
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
+
 from turbo import TurboParams
 from turbo.config import MASK_RCNN_RECIPE, PUBLISHED
 from turbo.inference import Detections, turbo_cycles
 from turbo.ops import edge_normalized, mask_boxes, maskness, resample_masks
 from turbo.testing import count_host_syncs
-
-import pytest
-import torch
-from detectron2.structures import Boxes, Instances
-from detectron2.structures.boxes import matched_pairwise_iou
 
 M = 28
 

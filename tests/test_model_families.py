@@ -10,23 +10,6 @@ is the mask head's prediction in its output box."""
 import copy
 import os
 
-from turbo import TurboMixin, TurboParams, turbo_heads
-from turbo.config import CASCADE_RECIPE, MASK_RCNN_RECIPE
-from turbo.models import run_heads, run_prefix
-from turbo.testing import (
-    CONFIGS,
-    assert_masks_predicted_in_boxes,
-    assert_same_instances,
-    assert_valid_model_outputs,
-    assert_valid_roi_outputs,
-    build,
-    make_images,
-    published_mechanisms,
-    randomize_heads,
-    tiny_cfg,
-    zero_box_regression,
-)
-
 import pytest
 import torch
 from detectron2.config import LazyConfig, configurable, instantiate
@@ -36,6 +19,21 @@ from detectron2.modeling.roi_heads import (
     StandardROIHeads,
 )
 from detectron2.utils.registry import locate
+
+from turbo import TurboMixin, TurboParams, turbo_heads
+from turbo.benchmark.runner import run_heads, run_prefix
+from turbo.config import CASCADE_RECIPE, MASK_RCNN_RECIPE
+from turbo.testing import (
+    assert_masks_predicted_in_boxes,
+    assert_same_instances,
+    assert_valid_model_outputs,
+    assert_valid_roi_outputs,
+    make_images,
+    randomize_heads,
+    zero_box_regression,
+)
+
+from helpers import CONFIGS, build, published_mechanisms, tiny_cfg
 
 OFF = {"MODEL.TURBO.NUM_ITERS": 0, "MODEL.TURBO.SOFT_NMS.ENABLED": False}
 ON = {"MODEL.TURBO.NUM_ITERS": 2}

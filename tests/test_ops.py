@@ -7,15 +7,6 @@ References are Detectron2's own paste (``paste_masks_in_image`` + ``BitMasks``),
 import math
 from typing import List, Tuple
 
-from turbo.ops import (
-    batched_soft_nms,
-    edge_normalized,
-    interior_level,
-    mask_boxes,
-    maskness,
-    resample_masks,
-)
-
 import detectron2  # noqa: F401  (a missing Detectron2 must fail loudly, not skip)
 import numpy as np
 import pytest
@@ -27,6 +18,15 @@ from detectron2.structures import BitMasks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
+
+from turbo.ops import (
+    batched_soft_nms,
+    edge_normalized,
+    interior_level,
+    mask_boxes,
+    maskness,
+    resample_masks,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

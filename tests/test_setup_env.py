@@ -1,6 +1,8 @@
-"""scripts/setup_env.py, the setup both README commands run: what it decides to install for
-each state of the machine (present, absent, wrong commit, local build), read from real
-installed distributions and real requirement files."""
+"""scripts/setup_env.py, the setup both README commands run: which environment it sets up
+(in place, the checkout's .venv, the running interpreter's own PyTorch and Detectron2 as they
+are) and what it installs there for each state of the machine (present, absent, another
+commit, local build), read from real interpreters, installed distributions and requirement
+files."""
 
 import importlib.util
 import os
@@ -38,8 +40,8 @@ def test_pinned_commit_is_read_from_the_requirement_file(tmp_path):
         (setup_env.Installed("0.6", PINNED[:12], "file:///mirror"), "keep"),  # short hash
         (
             setup_env.Installed("0.6", "0" * 40, "https://github.com/x/detectron2.git"),
-            "reinstall",
-        ),  # another commit
+            "use",
+        ),  # another commit: never replaced
         (setup_env.Installed("0.6", None, "file:///home/me/detectron2"), "use"),  # local build
         (setup_env.Installed("0.6"), "use"),  # no install record at all
     ],
@@ -49,7 +51,7 @@ def test_detectron2_decision(have, action):
     assert got == action, why
     if action == "use":
         assert "using it as it is" in why
-    if action == "reinstall":
+    if have.commit == "0" * 40:
         assert "not the pinned" in why
 
 
@@ -77,6 +79,10 @@ def test_missing_requirements(tmp_path):
         "torch<0.1",
         "surely-not-a-package-name-xyz",
     ]
+    # a working PyTorch used as it is: its lines are never installed
+    assert setup_env.missing_requirements(str(req), skip=("torch",)) == [
+        "surely-not-a-package-name-xyz"
+    ]
     # the project's own requirements are satisfied on a set-up machine
     assert setup_env.missing_requirements() == []
 
@@ -88,13 +94,50 @@ def test_turbo_install_is_recognised(tmp_path):
     assert not setup_env.turbo_is_this_checkout(setup_env.Installed("0.2.0"))
 
 
-def test_dry_run_on_this_machine_installs_nothing():
-    out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "setup_env.py"), "--dry-run"],
+def test_environment_choice(tmp_path):
+    """--in-place wins; then the checkout's .venv where it exists; then this interpreter,
+    whose PyTorch and Detectron2 work, as it is."""
+    where, why = setup_env.choose_environment(True, str(tmp_path / "none"))
+    assert where == "in-place" and sys.executable in why
+    venv = tmp_path / "venv"
+    python = setup_env.venv_python(str(venv))
+    os.makedirs(os.path.dirname(python))
+    open(python, "w").close()
+    assert setup_env.choose_environment(False, str(venv))[0] == "venv"
+    where, why = setup_env.choose_environment(False, str(tmp_path / "none"))
+    assert where == "existing" and "as they are" in why
+    assert setup_env.working_stack().startswith("torch ")
+
+
+def _setup(python, *args):
+    return subprocess.run(
+        [python, os.path.join(ROOT, "scripts", "setup_env.py"), *args],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_dry_run_on_this_machine_installs_nothing():
+    """This machine has everything: the setup uses this interpreter and installs nothing."""
+    out = _setup(sys.executable, "--dry-run", "--print-python")
     assert out.returncode == 0, out.stderr
-    assert "the registry packages of requirements.txt are installed" in out.stdout
-    assert "pip" not in out.stdout.replace("pip's", "")
+    assert out.stdout.strip().splitlines()[-1] == sys.executable
+    assert "as they are" in out.stderr
+    assert "the registry packages of requirements.txt are installed" in out.stderr
+    assert "pip" not in out.stderr.replace("pip's", "")
+
+
+def test_dry_run_without_pytorch_chooses_a_new_venv(tmp_path):
+    """An interpreter without PyTorch (a bare virtual environment): the pinned versions would
+    go into the checkout's .venv, never into that interpreter."""
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    out = _setup(setup_env.venv_python(str(bare)), "--dry-run", "--print-python")
+    assert out.returncode == 0, out.stderr
+    if os.path.exists(setup_env.VENV):  # this checkout already has one: it is used
+        assert "using the virtual environment" in out.stderr
+    else:
+        assert "no working PyTorch and Detectron2" in out.stderr
+        assert "create the environment" in out.stderr
+    assert out.stdout.strip().splitlines()[-1] == setup_env.venv_python()

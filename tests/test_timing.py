@@ -3,13 +3,15 @@ ratio to the baseline taken call by call."""
 
 import statistics
 
-from turbo.config import TurboParams
-from turbo.report import markdown_table, median_latency, relative_latency
-from turbo.testing import build, make_images, tiny_cfg
-from turbo.timing import latency_samples
-from turbo.variants import Variant
-
 import pytest
+
+from turbo.benchmark.report import markdown_table, median_latency, relative_latency
+from turbo.benchmark.timing import latency_samples
+from turbo.benchmark.variants import Variant
+from turbo.config import TurboParams
+from turbo.testing import make_images
+
+from helpers import build, tiny_cfg
 
 OFF = TurboParams(num_iters=0, soft_nms={"enabled": False})
 

@@ -4,22 +4,22 @@ cycles, with a warning) and ``turbo.tta.TurboRCNNWithTTA`` (cycles on the merged
 import collections
 import copy
 
+import detectron2.utils.logger as d2_logger
+import pytest
+import torch
+from detectron2.modeling import GeneralizedRCNNWithTTA
+
 import turbo.heads
 import turbo.tta
 from turbo.testing import (
     assert_pasted_masks_inside_boxes,
     assert_same_instances,
     assert_valid_model_outputs,
-    build,
     make_images,
-    tiny_cfg,
 )
 from turbo.tta import TurboRCNNWithTTA
 
-import detectron2.utils.logger as d2_logger
-import pytest
-import torch
-from detectron2.modeling import GeneralizedRCNNWithTTA
+from helpers import build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

@@ -2,25 +2,22 @@
 
 Importing this package registers ``TurboROIHeads`` and ``TurboCascadeROIHeads`` in
 Detectron2's ``ROI_HEADS_REGISTRY`` (and the small backbone of the shapes reference models,
-``build_resnet_fpn_p4_backbone``, in ``BACKBONE_REGISTRY``), and silences a few known
-third-party warnings (:mod:`turbo.third_party_warnings`).
+``build_resnet_fpn_p4_backbone``, in ``BACKBONE_REGISTRY``), and changes nothing else: no
+warning filter, no logger. Programs that want Detectron2's and PyTorch's known notices
+silenced call :func:`turbo.third_party_warnings.silence_known_warnings`.
 """
-
-from .third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # before Detectron2 is imported: it warns while importing
 
 try:
     import detectron2  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised only without Detectron2
     raise ImportError(
         "turbo needs Detectron2, which is not on PyPI: install it from its git repository "
-        "first (bash scripts/run_tests.sh does, at the commit README.md pins)"
+        "first (README.md, Install)"
     ) from e
 
-from . import backbone, ops  # noqa: E402, F401  (backbone registers the shapes backbone)
-from .config import SoftNMSParams, TurboParams, add_turbo_config, get_turbo_cfg  # noqa: E402
-from .heads import TurboCascadeROIHeads, TurboMixin, TurboROIHeads, turbo_heads  # noqa: E402
+from . import backbone, ops  # noqa: F401  (backbone registers the shapes backbone)
+from .config import SoftNMSParams, TurboParams, add_turbo_config, get_turbo_cfg
+from .heads import TurboCascadeROIHeads, TurboMixin, TurboROIHeads, turbo_heads
 
 __all__ = [
     "add_turbo_config",

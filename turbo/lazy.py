@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+import logging
+from typing import Any, Optional
 
 from detectron2.config import LazyCall as L
+from detectron2.config import instantiate
+from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
@@ -31,7 +34,7 @@ from omegaconf import DictConfig
 from .config import SoftNMSParams, TurboParams
 from .heads import turbo_heads
 
-__all__ = ["use_turbo", "turbo_params_node", "make_cascade"]
+__all__ = ["use_turbo", "turbo_params_node", "make_cascade", "evaluate_lazy"]
 
 # Cascade stages as Detectron2's cascades are trained: (IoU threshold of the proposal matcher,
 # box-regression weights) per stage.
@@ -83,3 +86,19 @@ def make_cascade(heads: DictConfig, box_head: DictConfig, stages=CASCADE_STAGES)
         ],
     )
     return heads
+
+
+def evaluate_lazy(cfg, model) -> Optional[dict]:
+    """COCO metrics of ``model`` on a LazyConfig's ``dataloader.test`` with its
+    ``dataloader.evaluator`` (None when the config has no evaluator), printed in Detectron2's
+    copy-paste format."""
+    if "evaluator" not in cfg.dataloader:
+        logging.getLogger(__name__).warning(
+            "the config has no dataloader.evaluator: nothing to evaluate"
+        )
+        return None
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    print_csv_format(results)
+    return results

@@ -18,8 +18,8 @@ from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 
+from .build import AnyConfig, build_turbo_model, config_device, resolve_device, turbo_heads_of
 from .config import TurboParams
-from .models import AnyConfig, build_turbo_model, config_device, resolve_device, turbo_heads_of
 
 __all__ = ["LazyPredictor", "build_predictor", "predict_baseline_and_turbo", "class_names"]
 

@@ -1,36 +1,25 @@
-"""Testing and benchmarking support (as Detectron2 keeps ``detectron2.utils.testing``): small
-randomly initialised models from the repository's configs, synthetic inputs and detections,
-Detectron2's paste as the reference of ``mask_boxes``, and a counter of host syncs.
-
-The model helpers read the config files of a source checkout (``configs/`` beside the
-package); the rest needs only the installed package.
+"""Testing and benchmarking support (as Detectron2 keeps ``detectron2.utils.testing``):
+non-trivial weights for randomly initialised models, synthetic inputs and detections,
+Detectron2's paste as the reference of ``mask_boxes``, assertions on outputs, and a counter
+of host syncs. Everything here needs only the installed package (no repository files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import os
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.layers.mask_ops import paste_masks_in_image
-from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .config import MECHANISM_KEYS, PUBLISHED, TurboParams, get_turbo_cfg
-
 __all__ = [
-    "CONFIGS",
-    "PUBLISHED_MECHANISMS",
-    "published_mechanisms",
-    "tiny_cfg",
     "randomize_heads",
     "zero_box_regression",
-    "build",
     "make_images",
     "clone_inputs",
     "random_soft_masks",
@@ -44,61 +33,6 @@ __all__ = [
     "SYNC_OPS",
     "count_host_syncs",
 ]
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-# The reductions that make a turbo config's model small and fast on CPU.
-_TINY = {
-    "MODEL.DEVICE": "cpu",
-    "MODEL.RESNETS.DEPTH": 18,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
-    "MODEL.FPN.OUT_CHANNELS": 32,
-    "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]],
-    "MODEL.RPN.PRE_NMS_TOPK_TEST": 200,
-    "MODEL.RPN.POST_NMS_TOPK_TEST": 100,
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN": 100,
-    "MODEL.ROI_HEADS.NUM_CLASSES": 3,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
-    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
-    "MODEL.ROI_MASK_HEAD.CONV_DIM": 16,
-    "MODEL.ROI_MASK_HEAD.NUM_CONV": 2,
-    "TEST.DETECTIONS_PER_IMAGE": 40,
-    "INPUT.MIN_SIZE_TEST": 64,
-    "INPUT.MAX_SIZE_TEST": 128,
-}
-
-
-PUBLISHED_MECHANISMS = {"MODEL.TURBO." + k.upper(): getattr(PUBLISHED, k) for k in MECHANISM_KEYS}
-
-
-def published_mechanisms(params: TurboParams) -> TurboParams:
-    """``params`` with the published cycle's mechanisms (:data:`turbo.config.MECHANISM_KEYS` as in
-    :data:`turbo.config.PUBLISHED`), its thresholds and cycle count kept."""
-    return params.replace(**{k: getattr(PUBLISHED, k) for k in MECHANISM_KEYS})
-
-
-def tiny_cfg(head: str = "TurboROIHeads", base: str = "", **overrides: Any):
-    """A small Mask R-CNN (or cascade, for a head name containing "Cascade") yacs config on
-    CPU, from ``base`` (a file under ``configs/``; default: the turbo base of the head), with
-    the published cycle's mechanisms (:data:`PUBLISHED_MECHANISMS`: the head tests check the
-    cycle against its definition; the package defaults' mechanisms are tested in
-    ``turbo.inference`` terms and on the shipped models). ``overrides``: "KEY.PATH": value
-    pairs applied last."""
-    cfg = get_turbo_cfg()
-    if not base:
-        base = (
-            "Base-Turbo-Cascade-RCNN-FPN.yaml" if "Cascade" in head else "Base-Turbo-RCNN-FPN.yaml"
-        )
-    cfg.merge_from_file(os.path.join(CONFIGS, base))
-    items = {**_TINY, **PUBLISHED_MECHANISMS, "MODEL.ROI_HEADS.NAME": head, **overrides}
-    for key, value in items.items():
-        node = cfg
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return cfg
 
 
 def randomize_heads(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -132,18 +66,6 @@ def zero_box_regression(model: nn.Module) -> nn.Module:
             layer.weight.zero_()
             layer.bias.zero_()
     return model
-
-
-def build(cfg, seed: int = 0, state_dict: Dict[str, Tensor] = None) -> nn.Module:
-    """The config's model in eval mode, with ``state_dict`` or seeded random weights
-    (:func:`randomize_heads`)."""
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    if state_dict is not None:
-        model.load_state_dict(state_dict)
-    else:
-        randomize_heads(model, seed)
-    return model.eval()
 
 
 def make_images(

@@ -1,9 +1,11 @@
 """Known warnings of PyTorch and Detectron2 that tell a turbo user nothing, silenced precisely.
 
 Each entry names one warning by category, the start of its message and the module it is
-attributed to; nothing else is filtered, and no warning of turbo's own code. The package
-installs the filters when it is imported (before Detectron2 is), and the test suite adds the
-same entries to pytest's ``filterwarnings`` (``tests/conftest.py``).
+attributed to; nothing else is filtered, and no warning of turbo's own code. Importing turbo
+installs nothing: programs call :func:`silence_known_warnings` (the entry points and scripts
+do, for their own process), and the test suite adds the same entries to pytest's
+``filterwarnings`` (``tests/conftest.py``). Warnings Detectron2 gives while it is imported come
+before any program can install a filter, as they do for every Detectron2 program.
 """
 
 from __future__ import annotations

@@ -12,8 +12,6 @@ fully connected layer, as published. To train rather than evaluate, set
 
 from functools import partial
 
-from turbo.lazy import make_cascade, use_turbo
-
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
@@ -24,6 +22,8 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from torch import nn
+
+from turbo.lazy import make_cascade, use_turbo
 
 IN1K_MVITV2_T = "detectron2://ImageNetPretrained/mvitv2/MViTv2_T_in1k.pyth"
 

@@ -8,11 +8,11 @@ The Mask R-CNN ViT-B config with three cascade stages (4 LN convolutions and one
 fully connected layer each).
 """
 
-from turbo.lazy import make_cascade, use_turbo
-
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
+
+from turbo.lazy import make_cascade, use_turbo
 
 from .turbo_mask_rcnn_vitdet_b_100ep import (
     model,

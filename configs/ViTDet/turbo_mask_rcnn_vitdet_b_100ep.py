@@ -12,14 +12,14 @@ the MAE-pretrained backbone (:data:`MAE_VIT_B`).
 
 from functools import partial
 
-from turbo.lazy import use_turbo
-
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from turbo.lazy import use_turbo
 
 MAE_VIT_B = "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_base.pth?matching_heuristics=True"
 IMAGE_SIZE = 1024

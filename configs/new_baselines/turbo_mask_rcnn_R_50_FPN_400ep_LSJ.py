@@ -5,9 +5,9 @@ installed package ships), with Turbo-Inference and the model zoo's trained weigh
         --config-file configs/new_baselines/turbo_mask_rcnn_R_50_FPN_400ep_LSJ.py
 """
 
-from turbo.lazy import use_turbo
-
 from detectron2 import model_zoo
+
+from turbo.lazy import use_turbo
 
 _base = model_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py", trained=True)
 model = _base.model

@@ -4,11 +4,11 @@ three cascade stages with class-agnostic regression)."""
 
 import os
 
-from turbo.lazy import make_cascade, use_turbo
-
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
+
+from turbo.lazy import make_cascade, use_turbo
 
 from .turbo_mask_rcnn_R18_FPN import (
     _CHANNELS,

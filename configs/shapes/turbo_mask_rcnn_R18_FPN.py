@@ -8,9 +8,6 @@
 
 import os
 
-from turbo.backbone import LastLevelMaxPool
-from turbo.lazy import use_turbo
-
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
@@ -18,6 +15,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from turbo.backbone import LastLevelMaxPool
+from turbo.lazy import use_turbo
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHANNELS = 64

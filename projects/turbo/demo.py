@@ -19,16 +19,19 @@ import os
 import sys
 import time
 
-from turbo.engine import register_datasets
-from turbo.figures import distinct_colors, draw_instances, side_by_side
-from turbo.models import load_config
-from turbo.predictor import build_predictor, class_names, predict_baseline_and_turbo
-
 import cv2
 import numpy as np
 import tqdm
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
+
+from turbo.build import load_config
+from turbo.datasets import register_all_shapes
+from turbo.predictor import build_predictor, class_names, predict_baseline_and_turbo
+from turbo.third_party_warnings import silence_known_warnings
+from turbo.visualization import distinct_colors, draw_instances, side_by_side
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 WINDOW_NAME = "turbo"
 
@@ -139,7 +142,7 @@ def main(argv=None):
     if not args.input and not args.video_input:
         raise SystemExit("give --input images or a --video-input video")
     log = setup_logger(name="turbo", abbrev_name="turbo")
-    register_datasets()
+    register_all_shapes()
     cfg = load_config(args.config_file, args.opts)
     predictor = build_predictor(cfg)
     if args.video_input:

@@ -17,9 +17,6 @@ is not available the processes use gloo and the model runs on CPU.
 
 import logging
 
-from turbo.engine import create_ddp_model, evaluate_lazy, launch, register_datasets
-from turbo.models import resolve_device
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
@@ -31,6 +28,14 @@ from detectron2.engine import (
     hooks,
 )
 from detectron2.utils import comm
+
+from turbo.build import resolve_device
+from turbo.datasets import register_all_shapes
+from turbo.launch import create_ddp_model, launch
+from turbo.lazy import evaluate_lazy
+from turbo.third_party_warnings import silence_known_warnings
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 logger = logging.getLogger("detectron2")
 
@@ -70,7 +75,7 @@ def train(args, cfg):
 
 
 def main(args):
-    register_datasets()
+    register_all_shapes()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     cfg.train.device = resolve_device(cfg.train.get("device", "cuda"))
     default_setup(cfg, args)

@@ -17,14 +17,18 @@ configs go through ``lazyconfig_train_net.py``.
 
 import os
 
-from turbo.engine import launch, register_datasets
-from turbo.models import load_config, resolve_device
-from turbo.tta import TurboRCNNWithTTA
-
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import COCOEvaluator, verify_results
+
+from turbo.build import load_config, resolve_device
+from turbo.datasets import register_all_shapes
+from turbo.launch import launch
+from turbo.third_party_warnings import silence_known_warnings
+from turbo.tta import TurboRCNNWithTTA
+
+silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 class Trainer(DefaultTrainer):
@@ -60,7 +64,7 @@ def setup(args):
 
 
 def main(args):
-    register_datasets()
+    register_all_shapes()
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

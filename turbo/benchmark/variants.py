@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .config import MECHANISM_KEYS, PUBLISHED, Recipe, TurboParams
+from ..config import MECHANISM_KEYS, PUBLISHED, Recipe, TurboParams
 
 __all__ = [
     "Variant",

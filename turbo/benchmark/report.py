@@ -22,9 +22,9 @@ def relative_latency(
 ) -> Dict[str, float]:
     """Each variant's latency over its model's baseline row (the model's first row): the
     median over rounds of the ratio of its call to the baseline's call on the same batch in
-    the same round (``samples`` as :func:`turbo.timing.latency_samples` gives them). A ratio
-    of two medians would compare different images and moments of the machine when their
-    costs spread; the per-round ratio cancels both."""
+    the same round (``samples`` as :func:`turbo.benchmark.timing.latency_samples` gives
+    them). A ratio of two medians would compare different images and moments of the machine
+    when their costs spread; the per-round ratio cancels both."""
     base: Dict[str, str] = {}
     for v in variants:
         base.setdefault(v.model, v.name)
@@ -45,7 +45,7 @@ def markdown_table(
 ) -> str:
     """One row per variant: box (and mask) AP, AP50, AP75, detections per image, latency
     relative to the model's baseline (:func:`relative_latency`) and median ms per image, from
-    the timing ``samples`` (:func:`turbo.timing.latency_samples`)."""
+    the timing ``samples`` (:func:`turbo.benchmark.timing.latency_samples`)."""
     samples = samples or {}
     latency, rel = median_latency(samples), relative_latency(variants, samples)
     cols = ["variant", "box AP"] + (["mask AP"] if masks else []) + ["box AP50", "box AP75"]

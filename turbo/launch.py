@@ -1,32 +1,18 @@
-"""What the entry points share: dataset registration, Detectron2's launcher with a clean
-process-group teardown, and the evaluation of a LazyConfig model."""
+"""Multi-process runs: Detectron2's launcher with a clean process-group teardown, and
+Detectron2's ``create_ddp_model`` usable on CPU (gloo)."""
 
 from __future__ import annotations
 
 import functools
-import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import detectron2.utils.comm as comm
 import torch
 import torch.distributed as dist
-from detectron2.config import instantiate
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.defaults import create_ddp_model as d2_create_ddp_model
-from detectron2.evaluation import inference_on_dataset, print_csv_format
 
-from .data import register_shapes, register_tiny_shapes
-
-__all__ = ["register_datasets", "launch", "create_ddp_model", "evaluate_lazy"]
-
-
-def register_datasets() -> None:
-    """Register the shapes datasets (``shapes_train``, ``shapes_val``, ``shapes_tune``,
-    ``shapes_tune_large``, and ``shapes_tiny`` for smoke runs), generated on first use under
-    ``$TURBO_DATASETS``; Detectron2's builtin datasets (COCO, ...) are registered by Detectron2
-    itself."""
-    register_shapes()
-    register_tiny_shapes()
+__all__ = ["launch", "create_ddp_model"]
 
 
 def _run_then_teardown(main_func: Callable[[Any], Any], args: Any) -> Any:
@@ -63,19 +49,3 @@ def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
     if next(model.parameters()).device.type == "cpu":
         kwargs.setdefault("device_ids", None)
     return d2_create_ddp_model(model, **kwargs)
-
-
-def evaluate_lazy(cfg, model) -> Optional[dict]:
-    """COCO metrics of ``model`` on a LazyConfig's ``dataloader.test`` with its
-    ``dataloader.evaluator`` (None when the config has no evaluator), printed in Detectron2's
-    copy-paste format."""
-    if "evaluator" not in cfg.dataloader:
-        logging.getLogger(__name__).warning(
-            "the config has no dataloader.evaluator: nothing to evaluate"
-        )
-        return None
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
-    print_csv_format(results)
-    return results

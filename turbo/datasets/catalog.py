@@ -14,6 +14,7 @@ __all__ = [
     "register_shapes_split",
     "register_shapes",
     "register_tiny_shapes",
+    "register_all_shapes",
 ]
 
 TRAIN_IMAGES, TRAIN_SEED = 2000, 0
@@ -106,3 +107,12 @@ def register_tiny_shapes(
 ) -> str:
     """Register a tiny shapes dataset (for tests and smoke runs); returns its json path."""
     return register_shapes_split(name, name, num_images, seed, image_size, root=root, eager=eager)
+
+
+def register_all_shapes(root: Optional[str] = None) -> None:
+    """Register every shapes dataset the entry points and scripts know: ``shapes_train``,
+    ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``, and ``shapes_tiny`` for smoke runs,
+    each generated on first use under ``$TURBO_DATASETS`` (Detectron2 registers its builtin
+    datasets, COCO and the others, itself). Idempotent."""
+    register_shapes(root)
+    register_tiny_shapes(root)

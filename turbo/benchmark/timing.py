@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .models import turbo_heads_of
+from ..build import turbo_heads_of
 from .variants import Variant
 
 __all__ = ["time_calls", "latency_samples", "peak_extra_memory_mib"]
@@ -61,7 +61,7 @@ def latency_samples(
     ``batches``, each batch once per pass and variant, the variants called one after another
     on the same batch (in an order rotated by one per round); ``warmup`` uncounted calls per
     variant first. Entry i of every list is the same round (pass and batch), so that
-    variants compare call by call (:func:`turbo.report.relative_latency`). ``progress`` is
+    variants compare call by call (:func:`turbo.benchmark.report.relative_latency`). ``progress`` is
     called with the number of passes done."""
     device = str(next(next(iter(models.values())).parameters()).device)
     calls = {}

@@ -12,7 +12,7 @@ removed from the scene altogether (not painted), so no visible object lacks a la
 Annotations are COCO json with RLE segmentations (counts as ``str``). Because masks are RLE
 (rings have holes, occluded parts can be disconnected), Detectron2 configs training on these
 data must use ``cfg.INPUT.MASK_FORMAT = "bitmask"``. The on-disk cache is
-:mod:`turbo.data.cache`, the Detectron2 registration :mod:`turbo.data.catalog`.
+:mod:`turbo.datasets.cache`, the Detectron2 registration :mod:`turbo.datasets.catalog`.
 """
 
 from __future__ import annotations

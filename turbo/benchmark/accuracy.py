@@ -20,7 +20,8 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Instances
 from torch import Tensor, nn
 
-from .models import postprocess, run_prefix, turbo_heads_of
+from ..build import turbo_heads_of
+from .runner import postprocess, run_prefix
 from .variants import Variant
 
 __all__ = ["evaluate_variants"]

@@ -1,9 +1,11 @@
-"""The synthetic shapes dataset: generator (:mod:`.shapes`), disk cache (:mod:`.cache`) and
-Detectron2 registration (:mod:`.catalog`)."""
+"""The synthetic datasets the reference models are trained and measured on: the shapes
+generator (:mod:`.shapes`), its disk cache (:mod:`.cache`) and Detectron2 registration
+(:mod:`.catalog`)."""
 
 from .cache import DEFAULT_ROOT, ENV_ROOT, dataset_root, ensure_shapes, split_dir
 from .catalog import (
     DEFAULT_SPLITS,
+    register_all_shapes,
     register_shapes,
     register_shapes_split,
     register_tiny_shapes,
@@ -35,4 +37,5 @@ __all__ = [
     "register_shapes_split",
     "register_shapes",
     "register_tiny_shapes",
+    "register_all_shapes",
 ]

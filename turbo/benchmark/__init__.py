@@ -1,0 +1,9 @@
+"""The benchmark harness: what measures turbo, apart from the library a user imports.
+
+The shipped reference models (:mod:`.reference_models`), the rows of a benchmark
+(:mod:`.variants`), running them on a shared prefix (:mod:`.runner`), side-by-side COCO
+evaluation (:mod:`.accuracy`) and timing (:mod:`.timing`), tables (:mod:`.report`), plots
+(:mod:`.plots`) and progress lines (:mod:`.progress`). ``scripts/benchmark.py``,
+``scripts/bench_ops.py`` and ``scripts/tune.py`` are its command lines; it runs from a source
+checkout (the reference models' configs and checkpoints).
+"""
