@@ -220,10 +220,10 @@ def bench_host_syncs(device, dataset):
     from turbo.benchmark.runner import inference_loader, run_prefix, set_score_thresh
     from turbo.build import load_model
     from turbo.config import PUBLISHED, TurboParams
-    from turbo.datasets import register_all_shapes
+    from turbo.datasets import register_synthetic_datasets
     from turbo.testing import count_host_syncs
 
-    register_all_shapes()
+    register_synthetic_datasets()
     _, cfg_file, weights = REFERENCE_MODELS["mask_rcnn"]
     cfg, model = load_model(
         os.path.join(REPO_ROOT, cfg_file), os.path.join(REPO_ROOT, weights), device

@@ -31,7 +31,7 @@ import time
 import torch
 
 from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
-from turbo.datasets import register_all_shapes
+from turbo.datasets import register_synthetic_datasets
 from turbo.third_party_warnings import silence_known_warnings
 
 silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
@@ -107,7 +107,7 @@ def main(argv=None):
         output=os.path.join(args.output_dir, "benchmark.log"), name="turbo", abbrev_name="turbo"
     )
     t0 = time.perf_counter()
-    register_all_shapes()
+    register_synthetic_datasets()
 
     specs = [tuple(m) for m in args.model or []]
     for name in args.reference or ([] if specs else DEFAULT_MODELS):

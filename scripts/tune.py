@@ -98,10 +98,10 @@ def main(argv=None):
     from turbo.benchmark.variants import Variant, sweep_variants
     from turbo.build import load_model
     from turbo.config import PUBLISHED, TurboParams
-    from turbo.datasets import register_all_shapes
+    from turbo.datasets import register_synthetic_datasets
 
     setup_logger(name="turbo", abbrev_name="turbo")  # progress lines
-    register_all_shapes()
+    register_synthetic_datasets()
     cfg, model = load_model(a.config_file, a.weights or None, a.device, a.opts)
     if a.score_thresh is not None:
         set_score_thresh(model, a.score_thresh)

@@ -26,7 +26,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 from turbo.build import load_config
-from turbo.datasets import register_all_shapes
+from turbo.datasets import register_synthetic_datasets
 from turbo.predictor import build_predictor, class_names, predict_baseline_and_turbo
 from turbo.third_party_warnings import silence_known_warnings
 from turbo.visualization import distinct_colors, draw_instances, side_by_side
@@ -142,7 +142,7 @@ def main(argv=None):
     if not args.input and not args.video_input:
         raise SystemExit("give --input images or a --video-input video")
     log = setup_logger(name="turbo", abbrev_name="turbo")
-    register_all_shapes()
+    register_synthetic_datasets()
     cfg = load_config(args.config_file, args.opts)
     predictor = build_predictor(cfg)
     if args.video_input:

@@ -30,7 +30,7 @@ from detectron2.engine import (
 from detectron2.utils import comm
 
 from turbo.build import resolve_device
-from turbo.datasets import register_all_shapes
+from turbo.datasets import register_synthetic_datasets
 from turbo.launch import create_ddp_model, launch
 from turbo.lazy import evaluate_lazy
 from turbo.third_party_warnings import silence_known_warnings
@@ -75,7 +75,7 @@ def train(args, cfg):
 
 
 def main(args):
-    register_all_shapes()
+    register_synthetic_datasets()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     cfg.train.device = resolve_device(cfg.train.get("device", "cuda"))
     default_setup(cfg, args)

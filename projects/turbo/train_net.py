@@ -23,7 +23,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator, verify_results
 
 from turbo.build import load_config, resolve_device
-from turbo.datasets import register_all_shapes
+from turbo.datasets import register_synthetic_datasets
 from turbo.launch import launch
 from turbo.third_party_warnings import silence_known_warnings
 from turbo.tta import TurboRCNNWithTTA
@@ -64,7 +64,7 @@ def setup(args):
 
 
 def main(args):
-    register_all_shapes()
+    register_synthetic_datasets()
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -1,16 +1,21 @@
 """The synthetic datasets the reference models are trained and measured on: the shapes
-generator (:mod:`.shapes`), its disk cache (:mod:`.cache`) and Detectron2 registration
+generator (:mod:`.shapes`), the photo-like scenes generator (:mod:`.scenes`), their COCO
+writer (:mod:`.writer`), disk cache (:mod:`.cache`) and Detectron2 registration
 (:mod:`.catalog`)."""
 
-from .cache import DEFAULT_ROOT, ENV_ROOT, dataset_root, ensure_shapes, split_dir
+from .cache import DEFAULT_ROOT, ENV_ROOT, dataset_root, ensure_shapes, ensure_split, split_dir
 from .catalog import (
     DEFAULT_SPLITS,
-    register_all_shapes,
+    SCENE_SPLITS,
+    register_scenes,
     register_shapes,
     register_shapes_split,
+    register_split,
+    register_synthetic_datasets,
     register_tiny_shapes,
     shapes_metadata,
 )
+from .scenes import SCENE_CLASSES, SCENES_VERSION, generate_scene, make_scenes
 from .shapes import (
     GENERATOR_VERSION,
     IMAGE_SIZE,
@@ -32,10 +37,18 @@ __all__ = [
     "dataset_root",
     "split_dir",
     "ensure_shapes",
+    "ensure_split",
     "DEFAULT_SPLITS",
     "shapes_metadata",
     "register_shapes_split",
     "register_shapes",
     "register_tiny_shapes",
-    "register_all_shapes",
+    "SCENE_SPLITS",
+    "register_split",
+    "register_scenes",
+    "register_synthetic_datasets",
+    "SCENES_VERSION",
+    "SCENE_CLASSES",
+    "generate_scene",
+    "make_scenes",
 ]

@@ -1,4 +1,4 @@
-"""On-disk cache of generated shapes splits.
+"""On-disk cache of generated splits of the synthetic datasets (shapes, scenes).
 
 Splits are generated lazily under ``$TURBO_DATASETS`` (default ``~/.cache/turbo/datasets``)
 in a folder whose name encodes the generator version, split, seed, image count and image
@@ -12,11 +12,26 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
+from .scenes import SCENES_VERSION, make_scenes
 from .shapes import GENERATOR_VERSION, IMAGE_SIZE, make_shapes
 
-__all__ = ["ENV_ROOT", "DEFAULT_ROOT", "dataset_root", "split_dir", "ensure_shapes"]
+__all__ = [
+    "ENV_ROOT",
+    "DEFAULT_ROOT",
+    "GENERATORS",
+    "dataset_root",
+    "split_dir",
+    "ensure_split",
+    "ensure_shapes",
+]
+
+# generator name -> (version, make function(out_dir, split, num_images, seed, image_size, **kw))
+GENERATORS: Dict[str, Tuple[int, Callable[..., str]]] = {
+    "shapes": (GENERATOR_VERSION, make_shapes),
+    "scenes": (SCENES_VERSION, make_scenes),
+}
 
 ENV_ROOT = "TURBO_DATASETS"
 DEFAULT_ROOT = os.path.expanduser("~/.cache/turbo/datasets")
@@ -35,10 +50,12 @@ def split_dir(
     seed: int,
     image_size: Tuple[int, int] = IMAGE_SIZE,
     root: Optional[str] = None,
+    generator: str = "shapes",
 ) -> str:
     """Folder holding ``<split>.json`` and ``<split>/`` for these generator parameters."""
     h, w = int(image_size[0]), int(image_size[1])
-    name = f"shapes-v{GENERATOR_VERSION}-{split}-seed{int(seed)}-n{int(num_images)}-{h}x{w}"
+    version = GENERATORS[generator][0]
+    name = f"{generator}-v{version}-{split}-seed{int(seed)}-n{int(num_images)}-{h}x{w}"
     return os.path.join(dataset_root(root), name)
 
 
@@ -55,30 +72,34 @@ def _file_lock(path: str):
         os.close(fd)
 
 
-def ensure_shapes(
+def ensure_split(
+    generator: str,
     split: str,
     num_images: int,
     seed: int,
-    image_size: Tuple[int, int] = IMAGE_SIZE,
+    image_size: Tuple[int, int],
     root: Optional[str] = None,
+    **options,
 ) -> Tuple[str, str]:
-    """Generate the split into the cache if missing. Returns (json_file, image_root).
+    """Generate the split of ``generator`` ("shapes" or "scenes", with its ``options``) into
+    the cache if missing. Returns (json_file, image_root).
 
     Safe with concurrent callers: generation happens in a temporary folder under an
     exclusive file lock and is moved into place with an atomic rename.
     """
-    final = split_dir(split, num_images, seed, image_size, root)
+    final = split_dir(split, num_images, seed, image_size, root, generator)
     json_file = os.path.join(final, f"{split}.json")
     image_root = os.path.join(final, split)
     if os.path.isfile(json_file):
         return json_file, image_root
     parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
+    make = GENERATORS[generator][1]
     with _file_lock(final + ".lock"):
         if not os.path.isfile(json_file):
             tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-", dir=parent)
             try:
-                make_shapes(tmp, split, num_images, seed, image_size)
+                make(tmp, split, num_images, seed, image_size, **options)
                 if os.path.isdir(final):  # stale incomplete folder (not ours to trust)
                     shutil.rmtree(final)
                 os.replace(tmp, final)
@@ -86,3 +107,14 @@ def ensure_shapes(
                 if os.path.isdir(tmp):
                     shutil.rmtree(tmp, ignore_errors=True)
     return json_file, image_root
+
+
+def ensure_shapes(
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = IMAGE_SIZE,
+    root: Optional[str] = None,
+) -> Tuple[str, str]:
+    """:func:`ensure_split` of the shapes generator."""
+    return ensure_split("shapes", split, num_images, seed, image_size, root)

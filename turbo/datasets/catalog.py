@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, Optional, Tuple
 
-from .cache import dataset_root, ensure_shapes, split_dir
-from .shapes import IMAGE_SIZE, NUM_CLASSES, SHAPE_CLASSES
+from .cache import dataset_root, ensure_split, split_dir
+from .scenes import CROWD_IMAGE_SIZE, SCENE_CLASSES, SCENE_IMAGE_SIZE
+from .shapes import IMAGE_SIZE, SHAPE_CLASSES
 
 __all__ = [
     "DEFAULT_SPLITS",
+    "SCENE_SPLITS",
     "shapes_metadata",
+    "register_split",
     "register_shapes_split",
     "register_shapes",
     "register_tiny_shapes",
-    "register_all_shapes",
+    "register_scenes",
+    "register_synthetic_datasets",
 ]
 
 TRAIN_IMAGES, TRAIN_SEED = 2000, 0
@@ -33,10 +37,23 @@ DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
 }
 
 
-def shapes_metadata() -> dict:
+# The photo-like scenes (turbo.datasets.scenes): name -> (split, num_images, seed, image_size,
+# crowd). scenes_crowd_val: every image holds 30 to 80 objects.
+SCENE_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int], Optional[bool]]] = {
+    "scenes_train": ("train", 2000, 10, SCENE_IMAGE_SIZE, None),
+    "scenes_val": ("val", 200, 11, SCENE_IMAGE_SIZE, None),
+    "scenes_tune": ("tune", 200, 12, SCENE_IMAGE_SIZE, None),
+    "scenes_crowd_val": ("crowd_val", 100, 13, CROWD_IMAGE_SIZE, True),
+}
+_CLASSES = {"shapes": SHAPE_CLASSES, "scenes": SCENE_CLASSES}
+
+
+def shapes_metadata(generator: str = "shapes") -> dict:
+    """Detectron2 metadata of a synthetic dataset (``generator`` "shapes" or "scenes")."""
+    classes = _CLASSES[generator]
     return {
-        "thing_classes": list(SHAPE_CLASSES),
-        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(NUM_CLASSES)},
+        "thing_classes": list(classes),
+        "thing_dataset_id_to_contiguous_id": {i + 1: i for i in range(len(classes))},
         "evaluator_type": "coco",
     }
 
@@ -50,12 +67,28 @@ def register_shapes_split(
     root: Optional[str] = None,
     eager: bool = False,
 ) -> str:
-    """Register one shapes split as Detectron2 dataset ``name``; returns its json path.
+    """:func:`register_split` of a shapes split."""
+    return register_split(name, "shapes", split, num_images, seed, image_size, root, eager)
+
+
+def register_split(
+    name: str,
+    generator: str,
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int],
+    root: Optional[str] = None,
+    eager: bool = False,
+    **options,
+) -> str:
+    """Register one split of a synthetic dataset (``generator`` "shapes" or "scenes", with
+    its ``options``) as Detectron2 dataset ``name``; returns its json path.
 
     Uses ``register_coco_instances`` (metadata: json_file, image_root, evaluator_type "coco",
     thing_classes); the DatasetCatalog loader generates the data on first use. With
     ``eager=True`` the data are generated now (needed before building a COCOEvaluator
-    without loading the dataset first; :func:`ensure_shapes` does the same). Names already
+    without loading the dataset first; :func:`ensure_split` does the same). Names already
     in the DatasetCatalog are left untouched (idempotent).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -64,17 +97,17 @@ def register_shapes_split(
     if name in DatasetCatalog.list():
         return MetadataCatalog.get(name).json_file
     root = dataset_root(root)
-    final = split_dir(split, num_images, seed, image_size, root)
+    final = split_dir(split, num_images, seed, image_size, root, generator)
     json_file = os.path.join(final, f"{split}.json")
     image_root = os.path.join(final, split)
     if eager:
-        ensure_shapes(split, num_images, seed, image_size, root)
-    meta = shapes_metadata()
+        ensure_split(generator, split, num_images, seed, image_size, root, **options)
+    meta = shapes_metadata(generator)
     meta.pop("evaluator_type")  # register_coco_instances sets evaluator_type="coco" itself
     register_coco_instances(name, meta, json_file, image_root)
 
     def _load():
-        ensure_shapes(split, num_images, seed, image_size, root)
+        ensure_split(generator, split, num_images, seed, image_size, root, **options)
         return load_coco_json(json_file, image_root, name)
 
     DatasetCatalog.remove(name)  # swap in the lazily generating loader
@@ -109,10 +142,28 @@ def register_tiny_shapes(
     return register_shapes_split(name, name, num_images, seed, image_size, root=root, eager=eager)
 
 
-def register_all_shapes(root: Optional[str] = None) -> None:
-    """Register every shapes dataset the entry points and scripts know: ``shapes_train``,
-    ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``, and ``shapes_tiny`` for smoke runs,
-    each generated on first use under ``$TURBO_DATASETS`` (Detectron2 registers its builtin
-    datasets, COCO and the others, itself). Idempotent."""
+def register_scenes(
+    root: Optional[str] = None, splits: Iterable[str] = tuple(SCENE_SPLITS), eager: bool = False
+) -> Dict[str, str]:
+    """Register ``scenes_train`` / ``scenes_val`` / ``scenes_tune`` / ``scenes_crowd_val`` (or
+    the given subset), the photo-like domain; each is generated on first use. Returns
+    {name: json_file}. Idempotent."""
+    out = {}
+    for name in splits:
+        split, n, seed, size, crowd = SCENE_SPLITS[name]
+        out[name] = register_split(
+            name, "scenes", split, n, seed, size, root=root, eager=eager, crowd=crowd
+        )
+    return out
+
+
+def register_synthetic_datasets(root: Optional[str] = None) -> None:
+    """Register every synthetic dataset the entry points and scripts know: the shapes splits
+    (``shapes_train``, ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``, ``shapes_tiny``
+    for smoke runs) and the photo-like scenes splits (``scenes_train``, ``scenes_val``,
+    ``scenes_tune``, ``scenes_crowd_val``), each generated on first use under
+    ``$TURBO_DATASETS`` (Detectron2 registers its builtin datasets, COCO and the others,
+    itself). Idempotent."""
     register_shapes(root)
     register_tiny_shapes(root)
+    register_scenes(root)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import colorsys
 import functools
-import json
-import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+
+from .writer import Scene, image_rng, write_coco_split
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -315,60 +314,13 @@ def generate_image(
     return img, out
 
 
-def _image_rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), GENERATOR_VERSION]))
-
-
-def _dump_json(obj, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, sort_keys=True, separators=(",", ":")))
-        f.write("\n")
-
-
-def _categories() -> List[dict]:
-    return [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPE_CLASSES)]
-
-
-def _render_one(
-    img_dir: str,
-    seed: int,
-    idx: int,
-    image_size: Tuple[int, int],
-    min_instances: int,
-    max_instances: int,
-) -> Tuple[dict, List[dict]]:
-    """Generate image ``idx``, write its PNG; return its image entry and annotations (no ids)."""
-    from pycocotools import mask as mask_util
-
-    h, w = int(image_size[0]), int(image_size[1])
-    img, insts = generate_image(_image_rng(seed, idx), (h, w), min_instances, max_instances)
-    file_name = f"{idx:06d}.png"
-    # Pillow writes no timestamp chunk: the bytes depend on the pixels only.
-    Image.fromarray(img, mode="RGB").save(os.path.join(img_dir, file_name), format="PNG")
-    image_id = idx + 1
-    anns = []
-    for cls, m in insts:
-        rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
-        ys, xs = np.nonzero(m)
-        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-        anns.append(
-            {
-                "image_id": image_id,
-                "category_id": cls + 1,
-                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
-                "area": float(m.sum()),
-                "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
-                "iscrowd": 0,
-            }
-        )
-    return {"id": image_id, "file_name": file_name, "height": h, "width": w}, anns
-
-
-def _default_workers(num_images: int) -> int:
-    env = os.environ.get("TURBO_DATA_WORKERS")
-    if env:
-        return max(1, int(env))
-    return 1 if num_images < 32 else max(1, min(8, os.cpu_count() or 1))
+def _render(
+    seed: int, image_size: Tuple[int, int], min_instances: int, max_instances: int, idx: int
+) -> Scene:
+    img, insts = generate_image(
+        image_rng(seed, idx, GENERATOR_VERSION), image_size, min_instances, max_instances
+    )
+    return img, insts, {"format": "PNG"}
 
 
 def make_shapes(
@@ -389,46 +341,15 @@ def make_shapes(
     splits). Returns the json path.
     """
     h, w = int(image_size[0]), int(image_size[1])
-    img_dir = os.path.join(out_dir, split)
-    os.makedirs(img_dir, exist_ok=True)
-    n = int(num_images)
-    if num_workers is None:
-        num_workers = _default_workers(n)
-    job = functools.partial(
-        _render_one,
-        img_dir,
-        int(seed),
-        image_size=(h, w),
-        min_instances=min_instances,
-        max_instances=max_instances,
-    )
-    if num_workers <= 1:
-        results = [job(i) for i in range(n)]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            results = list(pool.map(job, range(n)))
-    images, annotations = [], []
-    for entry, anns in results:
-        images.append(entry)
-        for a in anns:
-            a["id"] = len(annotations) + 1
-            annotations.append(a)
-    data = {
-        "info": {
-            "description": "turbo synthetic shapes",
-            "split": split,
-            "seed": int(seed),
-            "num_images": int(num_images),
-            "image_size": [h, w],
-            "generator_version": GENERATOR_VERSION,
-        },
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": _categories(),
+    info = {
+        "description": "turbo synthetic shapes",
+        "split": split,
+        "seed": int(seed),
+        "num_images": int(num_images),
+        "image_size": [h, w],
+        "generator_version": GENERATOR_VERSION,
     }
-    json_path = os.path.join(out_dir, f"{split}.json")
-    _dump_json(data, json_path)
-    return json_path
+    render = functools.partial(_render, int(seed), (h, w), min_instances, max_instances)
+    return write_coco_split(
+        out_dir, split, num_images, render, SHAPE_CLASSES, "shape", info, num_workers
+    )
