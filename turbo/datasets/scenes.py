@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 # Bump whenever the generator's output changes: the cache folder name encodes it.
-SCENES_VERSION = 1
+SCENES_VERSION = 2
 
 SCENE_CLASSES: Tuple[str, ...] = ("blob", "holed", "horse", "worm", "claw")
 NUM_SCENE_CLASSES = len(SCENE_CLASSES)
@@ -225,11 +225,11 @@ def _crop(rng: np.random.Generator, photo: np.ndarray, h: int, w: int) -> np.nda
     scale = rng.uniform(0.25, 1.0)
     ch, cw = max(8, int(ph * scale)), max(8, int(pw * scale))
     aspect = w / h
-    ch, cw = (
-        (min(ch, int(cw / aspect) or 1), cw)
-        if cw / ch > aspect
-        else (ch, min(cw, int(ch * aspect) or 1))
-    )
+    # cut the crop to the target's aspect (too wide: narrower; too tall: shorter)
+    if cw / ch > aspect:
+        cw = max(1, int(ch * aspect))
+    else:
+        ch = max(1, int(cw / aspect))
     y0, x0 = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
     out = cv2.resize(photo[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
     return out[:, ::-1] if rng.uniform() < 0.5 else out
