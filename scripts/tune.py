@@ -4,8 +4,8 @@
 All rows are evaluated in one pass over the images (shared backbone and proposals), each a
 change of ``--base`` (the published recipe, the package default, or the config's own
 parameters). Two grids: ``thresholds`` (the recipe keys and cycles) and ``mechanisms``
-(which masks are re-predicted, fusion of the earlier mask, sub-pixel boxes, the re-prediction
-box's scale, Maskness source).
+(how many masks are re-predicted, fusion of the earlier mask, the re-prediction box's scale,
+Maskness source, agreement rescoring, mask edge).
 Prints a table sorted by box AP + mask AP and writes it to ``--output``::
 
     python scripts/tune.py --config-file configs/shapes/turbo_mask_rcnn_R18_FPN.yaml \\
@@ -32,15 +32,11 @@ GRIDS = {
     },
     "mechanisms": {
         "repredict_topk": [5, 10, 12, 15, 20, 40],
-        "repredict_min_score": [0.1, 0.3, 0.5],
-        "repredict_iou": [0.8, 0.9, 0.95],
-        "resample_masks": [True, False],
         "mask_fusion": [0.25, 0.4, 0.5, 0.6, 0.75],
-        "subpixel_boxes": [True, False],
         "repredict_scale": [1.0, 1.05, 1.1, 1.15, 1.2, 1.3],
-        "maskness_source": ["first", "last", "both"],
+        "maskness_source": ["first", "both"],
         "rescore_agreement": [True, False],
-        "mask_edge": ["probability", "half_peak", "half_interior"],
+        "mask_edge": ["probability", "half_interior"],
         "num_iters": [1, 2],
     },
 }
@@ -72,6 +68,14 @@ def parse_args(argv=None):
         help="extra rows, each a comma-separated set of changes of the base",
     )
     p.add_argument("--score-thresh", type=float, default=None)
+    p.add_argument(
+        "--score-pr",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="SCORE",
+        help="also precision and recall of the detections above these scores (e.g. 0.3 0.5 0.7)",
+    )
     p.add_argument("--output", default="")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("opts", nargs=argparse.REMAINDER)
@@ -89,11 +93,13 @@ def _value(text):
 
 def main(argv=None):
     a = parse_args(argv)
-    from detectron2.data import DatasetCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.utils.logger import setup_logger
 
     from turbo.benchmark.accuracy import evaluate_variants
+    from turbo.benchmark.breakdown import load_coco_gt, precision_recall
     from turbo.benchmark.progress import Progress
+    from turbo.benchmark.report import score_threshold_table
     from turbo.benchmark.runner import inference_loader, set_score_thresh
     from turbo.benchmark.variants import Variant, sweep_variants
     from turbo.build import load_model
@@ -131,13 +137,34 @@ def main(argv=None):
     t0 = time.perf_counter()
     print(f"{len(rows)} variants on {len(dicts)} images of {a.dataset}", flush=True)
     res = evaluate_variants(
-        {"m": model}, rows, inference_loader(cfg, dicts), a.dataset, Progress("tune", len(dicts))
+        {"m": model},
+        rows,
+        inference_loader(cfg, dicts),
+        a.dataset,
+        Progress("tune", len(dicts)),
+        keep_predictions=bool(a.score_pr),
     )
     order = sorted(rows, key=lambda v: -(res[v.name]["bbox"]["AP"] + res[v.name]["segm"]["AP"]))
     lines = ["| variant | box AP | mask AP | sum |", "|---|---|---|---|"]
     for v in order:
         b, s = res[v.name]["bbox"]["AP"], res[v.name]["segm"]["AP"]
         lines.append(f"| {v.name} | {b:.2f} | {s:.2f} | {b + s:.2f} |")
+    if a.score_pr:
+        gt = load_coco_gt(MetadataCatalog.get(a.dataset).json_file)
+        ids = [d["image_id"] for d in dicts]
+        for v in rows:
+            preds = res[v.name].pop("predictions")
+            res[v.name]["score_pr"] = {
+                task: precision_recall(gt, preds, task, a.score_pr, img_ids=ids)
+                for task in ("bbox", "segm")
+            }
+        lines += [
+            "",
+            "Detections kept above a score: precision / recall (%), a true positive matched at "
+            "IoU 0.5 as COCO AP matches it",
+            "",
+            score_threshold_table(order, res),
+        ]
     command = " ".join(sys.argv[1:] if argv is None else argv)
     text = (
         f"`python scripts/tune.py {command}`\n\n"

@@ -16,6 +16,7 @@ from turbo.config import (
     MASK_RCNN_RECIPE,
     NUMERIC_RECIPE_KEYS,
     RECIPE_KEYS,
+    REMOVED_KEYS,
     add_turbo_config,
     get_turbo_cfg,
     yacs_key,
@@ -36,12 +37,8 @@ BAD = [
     ("BOX_FUSION", -0.5, "box_fusion"),
     ("EMPTY_MASK", "ignore", "empty_mask"),
     ("MASKNESS_SOURCE", "mid", "maskness_source"),
-    ("REPREDICT_IOU", 1.1, "repredict_iou"),
-    ("REPREDICT_MIN_SCORE", 1.5, "repredict_min_score"),
     ("REPREDICT_TOPK", -3, "repredict_topk"),
-    ("RESAMPLE_MASKS", "yes", "resample_masks"),
     ("MASK_FUSION", 1.2, "mask_fusion"),
-    ("SUBPIXEL_BOXES", 1, "subpixel_boxes"),
     ("REPREDICT_SCALE", 0.9, "repredict_scale"),
     ("REPREDICT_SCALE", 2.5, "repredict_scale"),
     ("RESCORE_AGREEMENT", "no", "rescore_agreement"),
@@ -61,10 +58,8 @@ def test_yacs_node_holds_the_dataclass_defaults():
         if f.name == "soft_nms":
             for g in dataclasses.fields(SoftNMSParams):
                 assert t.SOFT_NMS[g.name.upper()] == getattr(d.soft_nms, g.name)
-        elif f.name in NUMERIC_RECIPE_KEYS:
-            assert t[f.name.upper()] == AUTO and getattr(d, f.name) is None
         elif f.name in RECIPE_KEYS:
-            assert t[f.name.upper()] is None and getattr(d, f.name) is None
+            assert t[f.name.upper()] == AUTO and getattr(d, f.name) is None
         else:
             assert t[f.name.upper()] == getattr(d, f.name), f.name
     # one home for the Soft-NMS defaults: the ops' function defaults are the config's
@@ -103,7 +98,7 @@ def test_add_turbo_config_merges_every_key_from_a_file(tmp_path):
 def test_recipes_resolve_per_head_class(head, recipe):
     assert head.recipe() == recipe
     # (tiny_cfg sets the published mechanisms; unset those that are recipe keys)
-    unset = {yacs_key(k): AUTO if k in NUMERIC_RECIPE_KEYS else None for k in RECIPE_KEYS}
+    unset = {yacs_key(k): AUTO for k in RECIPE_KEYS}
     m = build(tiny_cfg(head.__name__, **unset))
     for k in RECIPE_KEYS:
         assert getattr(m.roi_heads.turbo, k) == getattr(recipe, k)
@@ -111,19 +106,8 @@ def test_recipes_resolve_per_head_class(head, recipe):
     m = build(tiny_cfg(head.__name__, **{"MODEL.TURBO.BOX_THRESH": 0.3}))
     assert m.roi_heads.turbo.box_thresh == 0.3
     assert m.roi_heads.turbo.maskness_thresh == recipe.maskness_thresh
-    # the non-numeric recipe keys too: unset (None) in yacs, any allowed value wins
-    other = "first" if recipe.maskness_source != "first" else "both"
-    m = build(
-        tiny_cfg(
-            head.__name__,
-            **{
-                "MODEL.TURBO.MASKNESS_SOURCE": other,
-                "MODEL.TURBO.RESCORE_AGREEMENT": not recipe.rescore_agreement,
-            },
-        )
-    )
-    assert m.roi_heads.turbo.maskness_source == other
-    assert m.roi_heads.turbo.rescore_agreement == (not recipe.rescore_agreement)
+    # every recipe key is a number, unset at -1 in yacs
+    assert NUMERIC_RECIPE_KEYS == RECIPE_KEYS
 
 
 @pytest.mark.parametrize("head", [TurboROIHeads, TurboCascadeROIHeads])
@@ -164,6 +148,74 @@ def test_unknown_keys_are_named():
         TurboParams.from_dict({"num_iter": 2})
     with pytest.raises(ValueError, match="model.roi_heads.turbo.soft_nms has no key enable"):
         TurboParams(soft_nms={"enable": False})
+
+
+REMOVED = ["SUBPIXEL_BOXES", "REPREDICT_IOU", "REPREDICT_MIN_SCORE", "RESAMPLE_MASKS"]
+
+
+@pytest.mark.parametrize("key", REMOVED)
+def test_removed_yacs_key_is_named_as_removed(key, tmp_path):
+    """A config file, a command-line override and a Python assignment that set a removed key
+    all fail naming the key and saying it was removed."""
+    assert set(k.lower() for k in REMOVED) == set(REMOVED_KEYS)
+    cfg = get_turbo_cfg()
+    assert key not in cfg.MODEL.TURBO
+    path = tmp_path / "old.yaml"
+    path.write_text(f"MODEL:\n  TURBO:\n    {key}: 1\n")
+    with pytest.raises(
+        KeyError, match=f"MODEL.TURBO.{key} was renamed to nothing .the key was removed"
+    ):
+        cfg.merge_from_file(str(path))
+    with pytest.raises(KeyError, match=f"MODEL.TURBO.{key} was renamed to nothing"):
+        get_turbo_cfg().merge_from_list([f"MODEL.TURBO.{key}", "1"])
+    cfg = get_turbo_cfg()
+    cfg.MODEL.TURBO[key] = 1  # yacs lets Python add keys: the heads refuse them
+    with pytest.raises(ValueError, match=f"MODEL.TURBO.{key} was removed: "):
+        TurboParams.from_cfg(cfg)
+
+
+@pytest.mark.parametrize("key", REMOVED)
+def test_removed_python_key_is_named_as_removed(key):
+    name = key.lower()
+    want = f"model.roi_heads.turbo.{name} was removed: "
+    for make in (
+        lambda: TurboParams(**{name: 1}),
+        lambda: TurboParams.from_dict({name: 1}),
+        lambda: TurboParams().replace(**{name: 1}),
+        lambda: dataclasses.replace(TurboParams(), **{name: 1}),
+    ):
+        with pytest.raises(ValueError, match=want):
+            make()
+    cfg = model_zoo.get_config("common/models/mask_rcnn_fpn.py")
+    use_turbo(cfg.model)
+    LazyConfig.apply_overrides(cfg, [f"model.roi_heads.turbo.{name}=1"])
+    with pytest.raises(ValueError, match=want):
+        instantiate(cfg.model.roi_heads.turbo)
+
+
+@pytest.mark.parametrize(
+    "path,value",
+    [("maskness_source", "last"), ("maskness_source", "mean"), ("mask_edge", "half_peak")],
+)
+def test_removed_values_are_named_as_removed(path, value):
+    with pytest.raises(ValueError, match=f"model.roi_heads.turbo.{path} {value!r} was removed"):
+        TurboParams(**{path: value})
+    with pytest.raises(ValueError, match=f"MODEL.TURBO.{path.upper()} {value!r} was removed"):
+        build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO." + path.upper(): value}))
+
+
+def test_bad_nested_node_is_named():
+    """A bad value of the nested soft_nms node gets the named error of every other key."""
+    want = r"model\.roi_heads\.turbo\.soft_nms must be a SoftNMSParams or a mapping"
+    for make in (
+        lambda: TurboParams().replace(soft_nms=False),
+        lambda: dataclasses.replace(TurboParams(), soft_nms=False),
+        lambda: TurboParams(soft_nms=0.5),
+    ):
+        with pytest.raises(ValueError, match=want):
+            make()
+    with pytest.raises(ValueError, match="model.roi_heads.turbo.soft_nms has no key enable"):
+        TurboParams().replace(soft_nms={"enable": False})
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -224,9 +276,4 @@ def test_replace_and_active():
     p = TurboParams()
     q = p.replace(num_iters=0, soft_nms={"enabled": False})
     assert not q.active and p.active and q.soft_nms.method == p.soft_nms.method
-    assert (
-        TurboParams(repredict_topk=4).adaptive
-        and not TurboParams()
-        .replace(repredict_topk=0, repredict_iou=1.0, repredict_min_score=0.0)
-        .adaptive
-    )
+    assert TurboParams(repredict_topk=4).adaptive and not TurboParams(repredict_topk=0).adaptive

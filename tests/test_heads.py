@@ -133,7 +133,7 @@ def test_turbo_cycle_matches_its_definition(head, images):
 def test_more_cycles_and_maskness_source(images):
     m = build(
         tiny_cfg(
-            "TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 3, "MODEL.TURBO.MASKNESS_SOURCE": "last"}
+            "TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 3, "MODEL.TURBO.MASKNESS_SOURCE": "both"}
         )
     )
     out, features, _, _ = _run_heads(m, copy.deepcopy(images))
@@ -146,38 +146,9 @@ def test_more_cycles_and_maskness_source(images):
     )
     for t, a in zip(out, again):
         torch.testing.assert_close(t.pred_masks, a.pred_masks)
-        # "last": Maskness is read from the output masks themselves
+        # "both": the Maskness returned is that of the output masks themselves
         torch.testing.assert_close(t.maskness, ops.maskness(t.pred_masks, 0.35))
         assert torch.all(t.scores[:-1] >= t.scores[1:])
-
-
-def test_adaptive_repredict():
-    images = make_images()
-    full = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 1.0}))
-    sd = full.state_dict()
-    never = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 0.0}), state_dict=sd)
-    some = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_IOU": 0.9}), state_dict=sd)
-    zero = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}), state_dict=sd)
-    (rf, features, _, _), (rn, _, _, _), (rs, _, _, _), (r0, _, _, _) = (
-        _run_heads(x, copy.deepcopy(images)) for x in (full, never, some, zero)
-    )
-    n_moved = 0
-    for f, n, s, z in zip(rf, rn, rs, r0):
-        # IoU < 0 never holds: nobody moves, boxes and masks stay those of the detector
-        zb = {tuple(b.tolist()) for b in z.pred_boxes.tensor}
-        assert {tuple(b.tolist()) for b in n.pred_boxes.tensor} == zb
-        # partial: each box is either the detector's or the fully re-predicted one
-        fb = {tuple(b.tolist()) for b in f.pred_boxes.tensor}
-        sb = [tuple(b.tolist()) for b in s.pred_boxes.tensor]
-        assert all(b in zb or b in fb for b in sb)
-        n_moved += sum(b not in zb for b in sb)
-    assert n_moved > 0
-    again = some.roi_heads.forward_with_given_boxes(
-        features,
-        [Instances(t.image_size, pred_boxes=t.pred_boxes, pred_classes=t.pred_classes) for t in rs],
-    )
-    for t, a in zip(rs, again):
-        torch.testing.assert_close(t.pred_masks, a.pred_masks)
 
 
 @pytest.mark.parametrize("mode", ["keep", "drop"])
@@ -251,78 +222,37 @@ def test_soft_nms_detection_decays_and_caps():
     assert capped.scores.tolist() == pytest.approx([0.9, 0.7])
 
 
-def test_resample_masks_mode(images):
-    """REPREDICT_IOU 0 (no mask re-predicted) with RESAMPLE_MASKS: every detection takes its
-    refined box, with its vanilla mask resampled into it."""
-    m0 = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}))
-    m = build(
-        tiny_cfg(
-            "TurboROIHeads",
-            **{"MODEL.TURBO.REPREDICT_IOU": 0.0, "MODEL.TURBO.RESAMPLE_MASKS": True},
-        ),
-        state_dict=m0.state_dict(),
-    )
-    vanilla, _, _, _ = _run_heads(m0, copy.deepcopy(images))
-    out, _, _, _ = _run_heads(m, copy.deepcopy(images))
-    p = m.roi_heads.turbo
-    for v, t in zip(vanilla, out):
-        probs = v.pred_masks[:, 0]
-        boxes, _ = ops.mask_boxes(probs, v.pred_boxes.tensor, v.image_size, p.box_thresh)
-        masks = ops.resample_masks(probs, v.pred_boxes.tensor, boxes)
-        scores = v.scores * (
-            1 - p.maskness_weight + p.maskness_weight * ops.maskness(probs, p.maskness_thresh)
-        )
-        order = torch.sort(scores, descending=True, stable=True).indices
-        torch.testing.assert_close(t.pred_boxes.tensor, boxes[order])
-        torch.testing.assert_close(t.pred_masks[:, 0], masks[order])
-
-
-@pytest.mark.parametrize("resample", [True, False])
-def test_repredict_min_score(resample, images):
-    """REPREDICT_MIN_SCORE: only detections scoring at least it get a second mask-head pass;
-    the others take the refined box with their vanilla mask resampled into it, or keep
-    their detector box and vanilla mask (RESAMPLE_MASKS False)."""
+@pytest.mark.parametrize("k", [1, 3])
+def test_repredict_topk(k, images):
+    """REPREDICT_TOPK k: each image's k highest-scoring detections get a second mask-head
+    pass, exactly as with every mask re-predicted; the others take the refined box with
+    their vanilla mask resampled into it, so every mask lies in its output box."""
     sd = build(tiny_cfg("TurboROIHeads")).state_dict()
-    for k in sd:  # softer class scores (the randomised ones saturate at 1.0): varied scores
-        if "cls_score" in k:
-            sd[k] = sd[k] * 0.02
+    for key in sd:  # softer class scores (the randomised ones saturate at 1.0): varied scores
+        if "cls_score" in key:
+            sd[key] = sd[key] * 0.02
     m0 = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}), state_dict=sd)
-    vanilla, _, _, _ = _run_heads(m0, copy.deepcopy(images))
-    distinct = torch.cat([v.scores for v in vanilla]).unique()  # sorted
-    assert distinct.numel() >= 2
-    half = distinct.numel() // 2
-    thr = float(distinct[half - 1] + distinct[half]) / 2  # detections on both sides
     full = build(tiny_cfg("TurboROIHeads"), state_dict=sd)
-    gated = build(
-        tiny_cfg(
-            "TurboROIHeads",
-            **{"MODEL.TURBO.REPREDICT_MIN_SCORE": thr, "MODEL.TURBO.RESAMPLE_MASKS": resample},
-        ),
-        state_dict=sd,
-    )
-    assert gated.roi_heads.turbo.adaptive
+    gated = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_TOPK": k}), state_dict=sd)
+    assert gated.roi_heads.turbo.adaptive and not full.roi_heads.turbo.adaptive
+    vanilla, _, _, _ = _run_heads(m0, copy.deepcopy(images))
     rf, _, _, _ = _run_heads(full, copy.deepcopy(images))
     rg, _, _, _ = _run_heads(gated, copy.deepcopy(images))
     p = gated.roi_heads.turbo
-    n_high = n_low = 0
+    n_top = n_rest = 0
     for v, f, g in zip(vanilla, rf, rg):
         probs = v.pred_masks[:, 0]
         m = ops.maskness(probs, p.maskness_thresh)
         order = torch.sort(
             v.scores * (1 - p.maskness_weight + p.maskness_weight * m), descending=True, stable=True
         ).indices
-        high = (v.scores >= thr)[order]
-        n_high, n_low = n_high + int(high.sum()), n_low + int((~high).sum())
+        # the detector's top k by score (vanilla is sorted by score), in output order
+        top = (torch.arange(len(v)) < k)[order]
+        n_top, n_rest = n_top + int(top.sum()), n_rest + int((~top).sum())
         torch.testing.assert_close(g.scores, f.scores)  # rescoring reads the vanilla masks
-        # high scorers: exactly the full re-prediction
-        torch.testing.assert_close(g.pred_boxes.tensor[high], f.pred_boxes.tensor[high])
-        torch.testing.assert_close(g.pred_masks[high], f.pred_masks[high])
-        # the others: refined box and resampled mask, or the detector's box and mask
+        torch.testing.assert_close(g.pred_boxes.tensor, f.pred_boxes.tensor)
+        torch.testing.assert_close(g.pred_masks[top], f.pred_masks[top])
         boxes, _ = ops.mask_boxes(probs, v.pred_boxes.tensor, v.image_size, p.box_thresh)
-        if resample:
-            want_b, want_m = boxes, ops.resample_masks(probs, v.pred_boxes.tensor, boxes)
-        else:
-            want_b, want_m = v.pred_boxes.tensor, probs
-        torch.testing.assert_close(g.pred_boxes.tensor[~high], want_b[order][~high])
-        torch.testing.assert_close(g.pred_masks[~high, 0], want_m[order][~high])
-    assert n_high > 0 and n_low > 0
+        resampled = ops.resample_masks(probs, v.pred_boxes.tensor, boxes)
+        torch.testing.assert_close(g.pred_masks[~top, 0], resampled[order][~top])
+    assert n_top > 0 and n_rest > 0

@@ -322,22 +322,13 @@ def test_very_large_image(head):
     assert_valid_model_outputs(res, inputs)
 
 
-@pytest.mark.parametrize(
-    "head,repredict_iou",
-    [
-        ("TurboROIHeads", 1.0),
-        ("TurboROIHeads", 0.7),
-        ("TurboCascadeROIHeads", 1.0),
-        ("TurboCascadeROIHeads", 0.7),
-    ],
-)
-def test_batch_equals_images_alone(head, repredict_iou):
+@pytest.mark.parametrize("topk", [0, 2])
+@pytest.mark.parametrize("head", HEADS)
+def test_batch_equals_images_alone(head, topk):
     """Six images of different sizes in one batch: each image's ROI-head outputs equal those
     of the image alone. (The ROI heads are compared on the same features: a CNN backbone on
     a zero-padded batch legitimately differs in the last bits from the image alone.)"""
-    m = build(
-        tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.REPREDICT_IOU": repredict_iou})
-    )
+    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.REPREDICT_TOPK": topk}))
     sizes = ((100, 128), (128, 97), (112, 112), (97, 101), (64, 200), (120, 99))
     images, features, proposals = _features(m, make_images(sizes))
     batch = _roi(m, images, features, proposals)
@@ -345,8 +336,8 @@ def test_batch_equals_images_alone(head, repredict_iou):
     for i, b in enumerate(batch):
         one = ImageList(images.tensor[i : i + 1], [images.image_sizes[i]])
         alone = _roi(m, one, {k: v[i : i + 1] for k, v in features.items()}, [proposals[i]])[0]
-        # exact on the default path; a subset re-prediction batches rows differently
-        assert_same_instances(b, alone, exact=repredict_iou >= 1.0)
+        # exact with every mask re-predicted; a subset re-prediction batches rows differently
+        assert_same_instances(b, alone, exact=topk == 0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -375,19 +366,10 @@ def test_class_agnostic_masks(head):
 # ------------------------------------------------------------------------------------------
 # Determinism
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "head,repredict_iou",
-    [
-        ("TurboCascadeROIHeads", 1.0),
-        ("TurboCascadeROIHeads", 0.8),
-        ("TurboROIHeads", 1.0),
-        ("TurboROIHeads", 0.8),
-    ],
-)
-def test_deterministic(head, repredict_iou):
-    m = build(
-        tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.REPREDICT_IOU": repredict_iou})
-    )
+@pytest.mark.parametrize("topk", [0, 2])
+@pytest.mark.parametrize("head", HEADS)
+def test_deterministic(head, topk):
+    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 2, "MODEL.TURBO.REPREDICT_TOPK": topk}))
     with torch.no_grad():
         a = m(make_images())
         b = m(make_images())
@@ -401,7 +383,7 @@ def test_deterministic(head, repredict_iou):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("head", HEADS)
 def test_turbo_cycles_make_no_host_sync(head):
-    """Default path (every mask re-predicted, empty masks kept): between the detection stage
+    """Every mask re-predicted, or the top k (empty masks kept): between the detection stage
     and the output, the turbo code never makes the host wait for the device. Detectron2's
     mask pooler does (it groups boxes by FPN level with ``nonzero``): not counted here."""
     m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 3}))
@@ -409,16 +391,13 @@ def test_turbo_cycles_make_no_host_sync(head):
     rh = m.roi_heads
     with torch.no_grad():
         det = rh.detect(features, proposals)
-        with count_host_syncs(rh) as syncs:
-            out = rh.refine(features, det)
-    assert sum(len(o) for o in out) > 0
-    assert syncs == []
+        for topk in (0, 2):
+            with rh.turbo_params(repredict_topk=topk), count_host_syncs(rh) as syncs:
+                out = rh.refine(features, det)
+            assert sum(len(o) for o in out) > 0
+            assert syncs == []
 
-    # the counter does see syncs: the adaptive path selects rows by value
-    adaptive = build(
-        tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 3, "MODEL.TURBO.REPREDICT_IOU": 0.9}),
-        state_dict=m.state_dict(),
-    )
-    with torch.no_grad(), count_host_syncs(adaptive.roi_heads) as syncs:
-        adaptive.roi_heads.refine(features, det)
-    assert "Tensor.tolist" in syncs and "aten::nonzero" in syncs
+        # the counter does see syncs: dropping empty masks selects rows by value
+        with rh.turbo_params(empty_mask="drop"), count_host_syncs(rh) as syncs:
+            rh.refine(features, det)
+    assert "aten::nonzero" in syncs

@@ -1,6 +1,6 @@
 """turbo.inference.turbo_cycles as a function, against references written out here: which rows
-each re-prediction rule selects, mask fusion, sub-pixel boxes, resampling, Maskness source,
-and host syncs. The mask head is a synthetic, deterministic function of the boxes."""
+the rank gate selects, mask fusion, resampling, Maskness source, agreement rescoring, mask
+edges and host syncs. The mask head is a synthetic, deterministic function of the boxes."""
 
 import dataclasses
 
@@ -113,7 +113,7 @@ def test_repredict_scale(scale, changes):
         seen.append(boxes)
         return head(boxes, classes, counts)
 
-    p = _params(repredict_scale=scale, resample_masks=True, **changes)
+    p = _params(repredict_scale=scale, **changes)
     out = turbo_cycles(p, dets, first, recording_head)
     refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
     rows = torch.arange(len(refined))
@@ -142,23 +142,11 @@ def test_repredict_scale(scale, changes):
     assert (new - direct).abs().mean() < 0.02
 
 
-def test_subpixel_boxes():
-    dets, head = _detections()
-    first = _first(dets, head)
-    out = turbo_cycles(_params(subpixel_boxes=True), dets, first, head)
-    pixel, _ = mask_boxes(first, dets.boxes, dets.image_hw, 0.2)
-    sub, _ = mask_boxes(first, dets.boxes, dets.image_hw, 0.2, subpixel=True)
-    torch.testing.assert_close(out.boxes, sub)
-    assert ((sub - pixel).abs() <= 0.5 + 1e-5).all()
-    assert not torch.equal(sub, sub.round())  # continuous, not whole pixels
-
-
 @pytest.mark.parametrize("k", [1, 2, 4, 10])
-@pytest.mark.parametrize("resample", [False, True])
-def test_repredict_topk_selects_each_images_best(k, resample):
+def test_repredict_topk_selects_each_images_best(k):
     dets, head = _detections((5, 3))
     first = _first(dets, head)
-    p = _params(repredict_topk=k, resample_masks=resample)
+    p = _params(repredict_topk=k)
     out = turbo_cycles(p, dets, first, head)
     refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
     # reference: rank within each image by score
@@ -172,55 +160,11 @@ def test_repredict_topk_selects_each_images_best(k, resample):
     torch.testing.assert_close(
         out.masks[top], head(refined[top], dets.classes[top], [min(k, n) for n in dets.counts])
     )
-    torch.testing.assert_close(out.boxes[top], refined[top])
-    if resample:
-        torch.testing.assert_close(out.boxes[~top], refined[~top])
-        torch.testing.assert_close(
-            out.masks[~top], resample_masks(first, dets.boxes, refined)[~top]
-        )
-    else:
-        torch.testing.assert_close(out.boxes[~top], dets.boxes[~top])
-        torch.testing.assert_close(out.masks[~top], first[~top])
+    # every row takes its refined box; the masks not re-predicted are resampled into it
+    torch.testing.assert_close(out.boxes, refined)
+    torch.testing.assert_close(out.masks[~top], resample_masks(first, dets.boxes, refined)[~top])
     # scores are rescored whatever was re-predicted
     torch.testing.assert_close(out.scores, turbo_cycles(_params(), dets, first, head).scores)
-
-
-def test_rules_combine():
-    dets, head = _detections((6, 4))
-    first = _first(dets, head)
-    p = _params(repredict_topk=3, repredict_min_score=0.4, repredict_iou=0.95)
-    out = turbo_cycles(p, dets, first, head)
-    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
-    iou = matched_pairwise_iou(Boxes(dets.boxes), Boxes(refined))
-    top = torch.zeros(len(dets.scores), dtype=torch.bool)
-    start = 0
-    for n in dets.counts:
-        top[start + torch.argsort(dets.scores[start : start + n], descending=True)[:3]] = True
-        start += n
-    sel = top & (dets.scores >= 0.4) & (iou < 0.95)
-    assert 0 < sel.sum() < len(sel)
-    torch.testing.assert_close(out.boxes[sel], refined[sel])
-    torch.testing.assert_close(out.boxes[~sel], dets.boxes[~sel])
-    torch.testing.assert_close(out.masks[~sel], first[~sel])
-
-
-def test_maskness_source_last_reads_the_output_masks():
-    dets, head = _detections()
-    first = _first(dets, head)
-    p = _params(maskness_source="last", mask_fusion=0.5)
-    out = turbo_cycles(p, dets, first, head)
-    torch.testing.assert_close(out.maskness, maskness(out.masks, p.maskness_thresh))
-
-
-def test_nothing_selected_stops_the_cycles():
-    dets, head = _detections()
-    first = _first(dets, head)
-    out = turbo_cycles(
-        _params(num_iters=3, repredict_min_score=1.0, resample_masks=True), dets, first, head
-    )
-    assert len(head.calls) == 1  # only the first masks: no row scores 1.0
-    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, 0.2)
-    torch.testing.assert_close(out.boxes, refined)  # resampled into the refined boxes once
 
 
 def test_unresolved_parameters_are_refused():
@@ -240,15 +184,14 @@ class _Heads:
     "changes,syncs",
     [
         ({}, False),
-        ({"repredict_topk": 3, "resample_masks": True, "mask_fusion": 0.5}, False),
-        ({"repredict_topk": 3}, False),
-        ({"repredict_min_score": 0.3}, True),
-        ({"repredict_iou": 0.9}, True),
+        ({"repredict_topk": 3, "mask_fusion": 0.5}, False),
+        ({"repredict_topk": 3, "rescore_agreement": True, "maskness_source": "both"}, False),
+        ({"repredict_topk": 3, "mask_edge": "half_interior"}, False),
     ],
 )
 def test_host_syncs(changes, syncs):
-    """Every mask re-predicted, or the top k only: no host sync; the value-based rules read
-    the device."""
+    """Every mask re-predicted, or the top k only, with any rescoring and mask edge: no host
+    sync."""
     dets, head = _detections()
     first = _first(dets, head)
     heads = _Heads(head)
@@ -263,7 +206,7 @@ def test_rescore_agreement(topk):
     earlier one resampled into the refined box; rows not re-predicted keep their score."""
     dets, head = _detections((5, 3))
     first = _first(dets, head)
-    p = _params(rescore_agreement=True, repredict_topk=topk, resample_masks=True, mask_fusion=0.5)
+    p = _params(rescore_agreement=True, repredict_topk=topk, mask_fusion=0.5)
     out = turbo_cycles(p, dets, first, head)
     ref = turbo_cycles(p.replace(rescore_agreement=False), dets, first, head)
     refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
@@ -298,22 +241,10 @@ def test_maskness_source_both():
     torch.testing.assert_close(out.maskness, m2)
 
 
-def test_maskness_source_mean():
-    dets, head = _detections()
-    first = _first(dets, head)
-    p = _params(maskness_source="mean", mask_fusion=0.5)
-    out = turbo_cycles(p, dets, first, head)
-    w = p.maskness_weight
-    m = 0.5 * (maskness(first, p.maskness_thresh) + maskness(out.masks, p.maskness_thresh))
-    torch.testing.assert_close(out.scores, dets.scores * ((1 - w) + w * m))
-    torch.testing.assert_close(out.maskness, m)
-
-
-@pytest.mark.parametrize("edge", ["half_peak", "half_interior"])
-@pytest.mark.parametrize("changes", [{}, {"repredict_topk": 3, "resample_masks": True}])
-def test_mask_edge_normalizes_the_output_masks(changes, edge):
-    """The output masks divided by their peaks or interior levels (those reaching box_thresh);
-    boxes, scores and Maskness as with edges at probability 0.5."""
+@pytest.mark.parametrize("changes", [{}, {"repredict_topk": 3}])
+def test_mask_edge_normalizes_the_output_masks(changes):
+    """The output masks divided by their interior levels (those reaching box_thresh); boxes,
+    scores and Maskness as with edges at probability 0.5."""
     dets, head = _detections()
     dets = dataclasses.replace(dets, scores=dets.scores.index_fill(0, torch.tensor([1]), 0.0))
     first = _first(dets, head)
@@ -321,14 +252,12 @@ def test_mask_edge_normalizes_the_output_masks(changes, edge):
     first[1] *= 0.1  # without foreground: not re-predicted under top-3, it stays as it is
     p = _params(maskness_source="both", mask_fusion=0.5, **changes)
     ref = turbo_cycles(p.replace(mask_edge="probability"), dets, first, head)
-    out = turbo_cycles(p.replace(mask_edge=edge), dets, first, head)
-    torch.testing.assert_close(out.masks, edge_normalized(ref.masks, edge, p.box_thresh))
+    out = turbo_cycles(p.replace(mask_edge="half_interior"), dets, first, head)
+    torch.testing.assert_close(out.masks, edge_normalized(ref.masks, p.box_thresh))
     for name in ("boxes", "scores", "maskness", "found"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name))
     peaks = out.masks.flatten(1).amax(1)
     reached = ref.masks.flatten(1).amax(1) >= p.box_thresh
     assert reached.all() == (not changes) and torch.equal(out.masks[~reached], ref.masks[~reached])
-    if edge == "half_peak":
-        assert (peaks[reached] == 1).all()
-    else:  # the plateau's mean at 1: its largest cell above
-        assert (peaks[reached] >= 1).all() and (peaks[reached] > 1).any()
+    # the plateau's mean at 1: its largest cell above
+    assert (peaks[reached] >= 1).all() and (peaks[reached] > 1).any()

@@ -134,21 +134,19 @@ def test_mask_boxes_disc():
     assert _run1(disc, box, (48, 48), 0.95) == (box, False)
 
 
-@pytest.mark.parametrize("subpixel", [False, True])
-def test_mask_boxes_plateau_exactly_at_threshold(subpixel: bool):
+def test_mask_boxes_plateau_exactly_at_threshold():
     # Cells (rows 2..4, columns 3..6) of value 0.5 in zeros, threshold 0.5: the paste equals
     # the threshold on the plateau and is below it everywhere else. Box 0..16 on an 8x8 mask:
     # 2 px per cell, pixel x samples cell coordinate (x + 0.5) / 2 - 0.5, so the plateau
-    # (cells 3..6) covers x + 0.5 in [7, 13]: pixel columns 7..12, rows 5..8 -> (7, 5, 13, 9);
-    # the continuous box (u = x + 0.5) is the same, [7, 13] x [5, 9].
+    # (cells 3..6) covers x + 0.5 in [7, 13]: pixel columns 7..12, rows 5..8 -> (7, 5, 13, 9).
     mask = torch.zeros(8, 8)
     mask[2:5, 3:7] = 0.5
     box = [0.0, 0.0, 16.0, 16.0]
     expected = [7.0, 5.0, 13.0, 9.0]
-    out, found = mask_boxes(mask[None], torch.tensor([box]), (16, 16), 0.5, subpixel=subpixel)
+    out, found = mask_boxes(mask[None], torch.tensor([box]), (16, 16), 0.5)
     assert out[0].tolist() == expected and bool(found[0])
     # a threshold just above the plateau: nothing passes
-    out, found = mask_boxes(mask[None], torch.tensor([box]), (16, 16), 0.5001, subpixel=subpixel)
+    out, found = mask_boxes(mask[None], torch.tensor([box]), (16, 16), 0.5001)
     assert out[0].tolist() == box and not bool(found[0])
 
 
@@ -349,10 +347,9 @@ def test_mask_boxes_with_autograd_inputs():
     g = torch.Generator().manual_seed(11)
     masks = _random_masks(g, 20, 28, smooth=True).requires_grad_()
     boxes = _random_boxes(g, 20, 70, 90)
-    for subpixel in (False, True):
-        out, found = mask_boxes(masks * 1.0, boxes, (70, 90), 0.5, subpixel=subpixel)
-        ref, ref_found = mask_boxes(masks.detach(), boxes, (70, 90), 0.5, subpixel=subpixel)
-        assert torch.equal(out, ref) and torch.equal(found, ref_found)
+    out, found = mask_boxes(masks * 1.0, boxes, (70, 90), 0.5)
+    ref, ref_found = mask_boxes(masks.detach(), boxes, (70, 90), 0.5)
+    assert torch.equal(out, ref) and torch.equal(found, ref_found)
 
 
 def test_mask_boxes_per_row_image_sizes():
@@ -737,19 +734,15 @@ def test_resample_masks_degenerate_and_empty():
     )
 
 
-def test_edge_normalized_half_peak_hand_values():
-    m = torch.zeros(4, 3, 3)
-    m[0, 1, 1], m[0, 0, 0] = 0.8, 0.4  # peak 0.8 -> 1 and 0.5
+def test_edge_normalized_leaves_masks_without_foreground():
+    m = torch.zeros(3, 3, 3)
+    m[0, 1, 1], m[0, 0, 0] = 0.8, 0.4  # cells >= 0.4: level 0.6
     m[1, 2, 2] = 0.1  # peak below min_peak: unchanged
-    m[2] = 1.0  # peak 1: unchanged
-    out = edge_normalized(m, "half_peak", 0.2)  # m[3] all zero: unchanged, no division by 0
-    assert out[0, 1, 1] == 1.0 and out[0, 0, 0] == 0.5 and out[0].sum() == 1.5
+    out = edge_normalized(m, 0.2)  # m[2] all zero: unchanged, no division by 0
+    torch.testing.assert_close(out[0], m[0] / 0.6)
     torch.testing.assert_close(out[1:], m[1:], rtol=0, atol=0)
-    for edge in ("half_peak", "half_interior"):
-        assert torch.isfinite(edge_normalized(torch.zeros(2, 3, 3), edge, 0.0)).all()
-        assert edge_normalized(torch.zeros(0, 28, 28), edge, 0.2).shape == (0, 28, 28)
-    with pytest.raises(ValueError, match="half_interior"):
-        edge_normalized(m, "interior", 0.2)
+    assert torch.isfinite(edge_normalized(torch.zeros(2, 3, 3), 0.0)).all()
+    assert edge_normalized(torch.zeros(0, 28, 28), 0.2).shape == (0, 28, 28)
 
 
 def test_interior_level_hand_values():
@@ -760,79 +753,37 @@ def test_interior_level_hand_values():
     level = interior_level(m)  # m[3] all zero: 0
     torch.testing.assert_close(level, torch.tensor([0.6, 0.3, 0.7, 0.0]))
     assert interior_level(torch.zeros(0, 28, 28)).shape == (0,)
-    out = edge_normalized(m, "half_interior", 0.2)
+    out = edge_normalized(m, 0.2)
     torch.testing.assert_close(out[:3], m[:3] / level[:3, None, None])
     assert torch.equal(out[3], m[3])
 
 
 def test_edge_normalized_paste_reads_the_edge_at_half_the_level():
     """Detectron2's paste at 0.5 of the normalized masks is its paste of the masks themselves
-    at half their level (peak or interior level). Levels are powers of two, so that dividing
-    by them is exact: peaks 1, 0.5, 0.25; for the interior levels, a plateau of one cell at
-    0.625 and one at 0.375 (mean 0.5, both at or above half the peak) over a ramp below it."""
+    at half their interior level. The level is a power of two, so that dividing by it is
+    exact: a plateau of one cell at 0.625 and one at 0.375 (mean 0.5, both at or above half
+    the peak) over a ramp below it."""
     g = torch.Generator().manual_seed(3)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 28), torch.linspace(-1, 1, 28), indexing="ij")
     r = (xx**2 + yy**2).sqrt()
-    peaks = torch.tensor([1.0, 0.5, 0.25])
-    probs = torch.sigmoid((0.6 - r) * 12)[None] + 0.05 * torch.rand(3, 28, 28, generator=g)
-    probs = probs / probs.flatten(1).amax(1)[:, None, None] * peaks[:, None, None]
     plateau = torch.clamp(0.3 * (1.0 - r / 1.2), min=0.0)  # below 0.3125 everywhere
     plateau[13, 13], plateau[13, 14] = 0.625, 0.375
     boxes = torch.tensor(
         [[10.0, 12.0, 90.0, 70.0], [3.5, 40.2, 60.0, 99.0], [50.0, 5.0, 75.0, 30.0]]
     )
     assert interior_level(plateau[None]).item() == 0.5
-    cases = [("half_peak", probs, peaks)]
-    cases += [("half_interior", plateau[None].expand(3, 28, 28), torch.full((3,), 0.5))]
-    for edge, masks, levels in cases:
-        out = paste_masks_in_image(edge_normalized(masks, edge, 0.2), boxes, (110, 120), 0.5)
-        for i, level in enumerate(levels.tolist()):
-            want = paste_masks_in_image(masks[i : i + 1], boxes[i : i + 1], (110, 120), 0.5 * level)
-            assert torch.equal(out[i], want[0])
-    # lower peaks mean larger masks than the probability-0.5 edge gives
+    masks = plateau[None].expand(3, 28, 28)
+    out = paste_masks_in_image(edge_normalized(masks, 0.2), boxes, (110, 120), 0.5)
+    want = paste_masks_in_image(masks, boxes, (110, 120), 0.25)
+    assert torch.equal(out, want)
+    # masks whose interior is below 1: larger than the probability-0.5 edge gives
+    peaks = torch.tensor([1.0, 0.5, 0.25])
+    probs = torch.sigmoid((0.6 - r) * 12)[None] + 0.05 * torch.rand(3, 28, 28, generator=g)
+    probs = probs / probs.flatten(1).amax(1)[:, None, None] * peaks[:, None, None]
     plain = paste_masks_in_image(probs, boxes, (110, 120), 0.5)
-    out = paste_masks_in_image(edge_normalized(probs, "half_peak", 0.2), boxes, (110, 120), 0.5)
-    assert torch.equal(out[0], plain[0]) and (out[1:].sum((1, 2)) > plain[1:].sum((1, 2))).all()
-    # an interior level below the peak: a larger mask than half the peak gives
-    half_peak = edge_normalized(probs, "half_peak", 0.2)
-    half_interior = edge_normalized(probs, "half_interior", 0.2)
-    assert (interior_level(probs) < peaks).all()
-    assert (half_interior >= half_peak).all() and (half_interior > half_peak).any()
+    normalized = edge_normalized(probs, 0.2)
+    out = paste_masks_in_image(normalized, boxes, (110, 120), 0.5)
+    assert (out.sum((1, 2)) >= plain.sum((1, 2))).all()
+    assert (out[1:].sum((1, 2)) > plain[1:].sum((1, 2))).all()
     # the interior level is at least half the peak: no cell above 2
-    assert half_interior.max() <= 2 and (interior_level(probs) >= 0.5 * peaks).all()
-
-
-# --------------------------------------------------------------------------------------------
-# mask_boxes, sub-pixel
-# --------------------------------------------------------------------------------------------
-
-
-def test_mask_boxes_subpixel_hand_values():
-    """A 2x2 mask of ones in the box [0, 10]^2: the paste is 1 between the cell centres 2.5
-    and 7.5 and falls linearly to 0 at the padding centres -2.5 and 12.5."""
-    masks = torch.ones(1, 2, 2)
-    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    sub, found = mask_boxes(masks, box, (20, 20), 0.75, subpixel=True)
-    assert found.all()
-    torch.testing.assert_close(sub, torch.tensor([[1.25, 1.25, 8.75, 8.75]]))
-    pixel, _ = mask_boxes(masks, box, (20, 20), 0.75)
-    assert pixel.tolist() == [[1.0, 1.0, 9.0, 9.0]]  # pixel centres 1.5 .. 8.5
-    # at 0.5 the crossings are the box's own edges (clipped to the image on the left)
-    sub, _ = mask_boxes(masks, box, (20, 20), 0.5, subpixel=True)
-    torch.testing.assert_close(sub, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
-
-
-@pytest.mark.parametrize("m", [28, 14])
-def test_mask_boxes_subpixel_within_half_a_pixel(m: int):
-    g = torch.Generator().manual_seed(5 + m)
-    h, w = 70, 90
-    for t in (0.2, 0.5, 0.8):
-        masks = _random_masks(g, 40, m, smooth=True)
-        boxes = _random_boxes(g, 40, h, w)
-        pixel, found = mask_boxes(masks, boxes, (h, w), t)
-        sub, sub_found = mask_boxes(masks, boxes, (h, w), t, subpixel=True)
-        assert torch.equal(found, sub_found)
-        assert ((sub[found] - pixel[found]).abs() <= 0.5 + 1e-4).all()
-        f = sub[found]
-        assert (f[:, :2] >= 0).all() and (f[:, 2] <= w).all() and (f[:, 3] <= h).all()
-        torch.testing.assert_close(sub[~found], boxes[~found])
+    assert normalized.max() <= 2 and (interior_level(probs) >= 0.5 * peaks).all()

@@ -49,6 +49,8 @@ def test_benchmark_script(tmp_path):
             "1",
             "--pictures",
             "1",
+            "--score-pr",
+            "0.5",
             "--output-dir",
             str(out_dir),
         ],
@@ -60,19 +62,17 @@ def test_benchmark_script(tmp_path):
         "baseline",
         "+ Soft-NMS",
         "+ Turbo",
-        "+ Turbo + Soft-NMS (default)",
-        "+ Turbo + Soft-NMS, published recipe",
+        "+ Turbo + Soft-NMS (default = published recipe)",
         "default, num_iters=2",
-        "published + repredict_topk=10, resample_masks",
+        "published + repredict_topk=10",
         "published + mask_fusion=0.5",
         "Cascade: baseline",
-        "Cascade: + Turbo + Soft-NMS (default)",
-        "Cascade: + Turbo + Soft-NMS, published recipe",
+        "Cascade: + Turbo + Soft-NMS (default = published recipe)",
     ):
         assert want in rows, (want, list(rows))
     assert rows["baseline"]["params"]["num_iters"] == 0
     assert not rows["baseline"]["params"]["soft_nms"]["enabled"]
-    assert rows["+ Turbo + Soft-NMS, published recipe"]["params"]["repredict_topk"] == 0
+    assert rows["+ Turbo + Soft-NMS (default = published recipe)"]["params"]["repredict_topk"] == 0
     assert rows["default, num_iters=2"]["params"]["num_iters"] == 2
     for r in res["rows"]:
         for task in ("bbox", "segm"):
@@ -88,7 +88,14 @@ def test_benchmark_script(tmp_path):
         "examples.png",
     ):
         assert (out_dir / f).stat().st_size > 0
-    assert "| + Turbo + Soft-NMS (default) |" in (out_dir / "benchmark.md").read_text()
+    md = (out_dir / "benchmark.md").read_text()
+    assert "| + Turbo + Soft-NMS (default = published recipe) |" in md
+    # precision / recall above a score, from pycocotools' matching
+    assert "| variant | box P / R @ 0.5 | mask P / R @ 0.5 |" in md
+    for r in res["rows"]:
+        for task in ("bbox", "segm"):
+            precision, recall = r["score_pr"][task]["0.5"]
+            assert 0 <= precision <= 100 and 0 <= recall <= 100
     assert "| variant | box AP | mask AP |" in stdout
     log = (out_dir / "benchmark.log").read_text()
     assert "accuracy: 4/4 images (100%)" in log and "left" in log
@@ -157,7 +164,7 @@ def test_tune_script(tmp_path):
             "--base",
             "published",
             "--pairs",
-            "repredict_topk=5,resample_masks=True",
+            "repredict_topk=5,rescore_agreement=True",
             "--output",
             str(out),
         ],
@@ -167,7 +174,7 @@ def test_tune_script(tmp_path):
     for row in (
         "| published |",
         "| published, mask_fusion=0.5 |",
-        "| published, repredict_topk=5, resample_masks |",
+        "| published, repredict_topk=5, rescore_agreement |",
         "| Soft-NMS only |",
     ):
         assert row in text, text

@@ -4,11 +4,9 @@ published recipes, and their validation.
 
 Every default lives here once: :class:`TurboParams` and :class:`SoftNMSParams` hold them,
 ``add_turbo_config`` copies them into the yacs node, and the recipe keys (``box_thresh``,
-``maskness_thresh``, ``maskness_weight``, ``box_fusion``, ``mask_fusion``,
-``repredict_scale``, ``maskness_source``, ``rescore_agreement``) default to "unset" (``-1``
-for the numbers and ``None`` for the others in yacs, ``None`` in Python and LazyConfig),
-which the head resolves to its own recipe (:data:`MASK_RCNN_RECIPE` or
-:data:`CASCADE_RECIPE`).
+``maskness_thresh``, ``maskness_weight``, ``box_fusion``) default to "unset" (``-1`` in yacs,
+``None`` in Python and LazyConfig), which the head resolves to its own recipe
+(:data:`MASK_RCNN_RECIPE` or :data:`CASCADE_RECIPE`).
 
 Bad values raise ``ValueError`` naming the key as the user wrote it: ``MODEL.TURBO.BOX_THRESH``
 in a yacs config, ``model.roi_heads.turbo.box_thresh`` in a LazyConfig or in Python.
@@ -17,15 +15,16 @@ in a yacs config, ``model.roi_heads.turbo.box_thresh`` in a LazyConfig or in Pyt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .ops import (
-    NORMALIZED_EDGES,
+    INTERIOR_EDGE,
     SOFT_NMS_IOU_THRESH,
     SOFT_NMS_METHODS,
     SOFT_NMS_MIN_SCORE,
@@ -48,6 +47,7 @@ __all__ = [
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
     "MASK_EDGES",
+    "REMOVED_KEYS",
     "yacs_key",
     "lazy_key",
 ]
@@ -55,70 +55,47 @@ __all__ = [
 # yacs value of a recipe key meaning "the head's published recipe" (``None`` in Python).
 AUTO = -1.0
 EMPTY_MASK_MODES = ("keep", "drop")
-MASKNESS_SOURCES = ("first", "last", "both", "mean")
-MASK_EDGES = ("probability",) + NORMALIZED_EDGES
+MASKNESS_SOURCES = ("first", "both")
+MASK_EDGES = ("probability", INTERIOR_EDGE)
+
+# Keys (field names) that were tried, measured and dropped (docs/results/ keeps their numbers,
+# with the commit that had them): name -> what a config that sets one should do instead.
+REMOVED_KEYS: Dict[str, str] = {
+    "subpixel_boxes": "refined boxes are whole pixels, as the pasted mask's tight box",
+    "repredict_iou": "use repredict_topk to choose which masks are re-predicted",
+    "repredict_min_score": "use repredict_topk to choose which masks are re-predicted",
+    "resample_masks": (
+        "masks not re-predicted are always resampled into their refined box, so that every "
+        "mask lies in its output box"
+    ),
+}
+# Values of kept keys that were dropped the same way: (field, value) -> what to use instead.
+REMOVED_VALUES: Dict[Tuple[str, Any], str] = {
+    ("maskness_source", "last"): "use 'first' (published) or 'both'",
+    ("maskness_source", "mean"): "use 'first' (published) or 'both'",
+    ("mask_edge", "half_peak"): f"use 'probability' (published) or {INTERIOR_EDGE!r}",
+}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """The values of recipe keys left unset, per head class: the published thresholds, and
-    how the default fuses the masks and reads them into the score (chosen on the tuning
-    splits, ``docs/results/tune_default_*.md``)."""
+    """The values of recipe keys left unset, per head class: the published thresholds."""
 
     box_thresh: float
     maskness_thresh: float
     maskness_weight: float
     box_fusion: float
-    # Averaging a re-predicted mask with its first one gained mask AP on Mask R-CNN and
-    # nothing on the cascade (shapes_tune_large, docs/results/tune_default_*.md).
-    mask_fusion: float
-    # Re-predicting in the refined box widened by 10 % about its centre (the mask then
-    # resampled into the refined box) gained mask AP on Mask R-CNN together with mask fusion,
-    # and lost mask AP on the cascade at every width tried (shapes_tune_large,
-    # docs/results/tune_default_*.md).
-    repredict_scale: float
-    # Both recipes rescore by the agreement of each re-predicted mask with its first one.
-    # Where the published recipe weighs Maskness in part (Mask R-CNN, w = 0.35), the default
-    # also rescores by the Maskness of both masks; where it already weighs Maskness fully (the
-    # cascade, w = 1.0), a second Maskness factor would multiply every score once more by a
-    # number below 1 and cost box AP (docs/results/tune_default_cascade.md), so the cascade
-    # keeps the first masks' Maskness alone.
-    maskness_source: str
-    rescore_agreement: bool
 
 
 # Mask R-CNN (TurboROIHeads and other StandardROIHeads): published thresholds.
 MASK_RCNN_RECIPE = Recipe(
-    box_thresh=0.20,
-    maskness_thresh=0.35,
-    maskness_weight=0.35,
-    box_fusion=0.0,
-    mask_fusion=0.5,
-    repredict_scale=1.1,
-    maskness_source="both",
-    rescore_agreement=True,
+    box_thresh=0.20, maskness_thresh=0.35, maskness_weight=0.35, box_fusion=0.0
 )
 # Cascades (HTC / Cascade Mask R-CNN; CascadeROIHeads subclasses): published thresholds.
-CASCADE_RECIPE = Recipe(
-    box_thresh=0.23,
-    maskness_thresh=0.5,
-    maskness_weight=1.0,
-    box_fusion=0.5,
-    mask_fusion=0.0,
-    repredict_scale=1.0,
-    maskness_source="first",
-    rescore_agreement=True,
-)
+CASCADE_RECIPE = Recipe(box_thresh=0.23, maskness_thresh=0.5, maskness_weight=1.0, box_fusion=0.5)
 RECIPE_KEYS: Tuple[str, ...] = tuple(f.name for f in fields(Recipe))
-# Recipe keys that are numbers: unset is -1 in yacs; the others are unset as None there.
-NUMERIC_RECIPE_KEYS: Tuple[str, ...] = (
-    "box_thresh",
-    "maskness_thresh",
-    "maskness_weight",
-    "box_fusion",
-    "mask_fusion",
-    "repredict_scale",
-)
+# Every recipe key is a number: unset is -1 in yacs.
+NUMERIC_RECIPE_KEYS: Tuple[str, ...] = RECIPE_KEYS
 
 
 def yacs_key(path: str) -> str:
@@ -160,13 +137,13 @@ class TurboParams:
     L(TurboParams)(num_iters=1, soft_nms=L(SoftNMSParams)(enabled=True))``; ``soft_nms`` may
     also be given as a mapping of :class:`SoftNMSParams` fields.
 
-    The defaults go beyond the published method (:data:`PUBLISHED`) at a lower cost: only
-    each image's 15 highest-scoring detections get a second mask-head pass (the others take
-    the refined box, their mask resampled into it); the score is rescored by the agreement of
-    a re-predicted mask with its first one too; each output mask's edge lies at half its
-    interior level (the mean of its cells at or above half its peak); with the Mask R-CNN
-    recipe a re-predicted mask is averaged with its first one and the score is rescored by the
-    Maskness of both.
+    The defaults are the published method (:data:`PUBLISHED`): no departure from it gained
+    mask AP without costing box AP on both data domains and both architectures
+    (``docs/results/mechanisms.md``), so every other mechanism is opt-in. Every mask is
+    re-predicted, output masks are the mask head's probabilities in their output boxes, and
+    scores, in [0, 1], are rescored once, by the first masks' Maskness.
+
+    Unknown keys, and keys that were removed, raise ``ValueError`` naming them.
     """
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
@@ -182,53 +159,48 @@ class TurboParams:
     box_fusion: Optional[float] = None
     # Detections whose mask has no pixel >= box_thresh: "keep" (their box and mask) or "drop".
     empty_mask: str = "keep"
-    # Masks Maskness is read from: "first" (the detector's boxes, published), "last" (the
-    # output masks), "both" (the score is rescored by each of the two), or "mean" (rescored
-    # once by the mean of the two). Unset: the head's recipe.
-    maskness_source: Optional[str] = None
-    # Re-predict a mask only when IoU(refined box, its box) is below this, in [0, 1]; 1 = all.
-    repredict_iou: float = 1.0
-    # Re-predict a mask only when the detection's score is at least this, in [0, 1]; 0 = all.
-    repredict_min_score: float = 0.0
-    # Re-predict a mask only when the detection ranks among its image's top k by score,
-    # k >= 0; 0 = no rank condition.
-    repredict_topk: int = 15
-    # Masks not re-predicted still take the refined box, resampled into it (True), or keep
-    # the box they were predicted in (False).
-    resample_masks: bool = True
-    # Weight of the earlier mask, resampled into the refined box, in each re-predicted mask:
-    # mask = f * earlier + (1 - f) * re-predicted, in [0, 1]; 0 = the re-predicted mask alone.
-    # Unset: the head's recipe.
-    mask_fusion: Optional[float] = None
-    # Refined boxes at the mask's continuous threshold crossings instead of whole pixels.
-    subpixel_boxes: bool = False
-    # Where the pasted output mask's edge lies: "probability" (probability 0.5, published),
-    # "half_peak" (half the mask's own peak) or "half_interior" (half its interior level, the
-    # mean of its cells at or above half its peak): each output mask is divided by that level.
-    mask_edge: str = "half_interior"
+    # Masks Maskness is read from: "first" (the detector's boxes, published) or opt-in "both"
+    # (the score is rescored by the first masks' Maskness and again by the output masks',
+    # so scores fall further below the detector's).
+    maskness_source: str = "first"
+    # Re-predict the masks of each image's top k detections by score only, k >= 0, the others
+    # taking the refined box with their mask resampled into it (faster, some mask AP lost);
+    # 0 = every mask (published).
+    repredict_topk: int = 0
+    # Opt-in: weight of the earlier mask, resampled into the refined box, in each re-predicted
+    # mask: mask = f * earlier + (1 - f) * re-predicted, in [0, 1]; 0 = the re-predicted mask
+    # alone (published).
+    mask_fusion: float = 0.0
+    # Where the pasted output mask's edge lies: "probability" (probability 0.5, published:
+    # output masks are the mask head's probabilities, Detectron2's contract). Opt-in
+    # "half_interior" makes output masks no longer probabilities: each is divided by its
+    # interior level (the mean of its cells at or above half its peak), so that the paste at
+    # 0.5 reads its edge at half that level.
+    mask_edge: str = "probability"
     # The mask head re-predicts in the refined box scaled by this about its centre, in [1, 2],
-    # and the mask is resampled into the refined box; 1 = in the refined box itself.
-    # Unset: the head's recipe.
-    repredict_scale: Optional[float] = None
-    # Rescore a re-predicted detection by the agreement (soft IoU) of its new mask with the
-    # earlier one resampled into its box, weighted like Maskness. Unset: the head's recipe.
-    rescore_agreement: Optional[bool] = None
+    # and the mask is resampled into the refined box; 1 = in the refined box itself
+    # (published).
+    repredict_scale: float = 1.0
+    # Opt-in: also rescore a re-predicted detection by the agreement (soft IoU) of its new mask
+    # with the earlier one resampled into its box, weighted like Maskness (scores fall further
+    # below the detector's).
+    rescore_agreement: bool = False
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
     def __post_init__(self) -> None:
         if isinstance(self.soft_nms, Mapping):
             object.__setattr__(self, "soft_nms", _soft_nms_from(self.soft_nms, lazy_key))
-        for name in RECIPE_KEYS:  # -1 (the yacs spelling of "unset") is accepted too
-            value = getattr(self, name)
-            if _is_number(value) and value == AUTO:
-                object.__setattr__(self, name, None)
-        _validate(_flat(self), lazy_key)
         if not isinstance(self.soft_nms, SoftNMSParams):
             raise ValueError(
                 f"{lazy_key('soft_nms')} must be a SoftNMSParams or a mapping of "
                 f"its fields, got {self.soft_nms!r}"
             )
+        for name in RECIPE_KEYS:  # -1 (the yacs spelling of "unset") is accepted too
+            value = getattr(self, name)
+            if _is_number(value) and value == AUTO:
+                object.__setattr__(self, name, None)
+        _validate(_flat(self), lazy_key)
 
     @property
     def active(self) -> bool:
@@ -237,8 +209,8 @@ class TurboParams:
 
     @property
     def adaptive(self) -> bool:
-        """Whether a cycle re-predicts only some masks (a ``repredict_*`` condition is set)."""
-        return self.repredict_iou < 1.0 or self.repredict_min_score > 0.0 or self.repredict_topk > 0
+        """Whether a cycle re-predicts only some masks (``repredict_topk`` > 0)."""
+        return self.repredict_topk > 0
 
     @property
     def unresolved(self) -> Tuple[str, ...]:
@@ -253,19 +225,13 @@ class TurboParams:
         """A copy with ``changes``; ``soft_nms`` may be a mapping of the fields to change."""
         soft_nms = changes.get("soft_nms")
         if isinstance(soft_nms, Mapping):
+            _reject_unknown(soft_nms, {f.name for f in fields(SoftNMSParams)}, "soft_nms.")
             changes["soft_nms"] = dataclasses.replace(self.soft_nms, **soft_nms)
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TurboParams:
         """From a mapping of field names (a LazyConfig node), naming unknown keys."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(
-                f"{lazy_key('')[:-1]} has no key {', '.join(unknown)}; its keys "
-                f"are {', '.join(sorted(names))}"
-            )
         return cls(**dict(values))
 
     @classmethod
@@ -281,6 +247,14 @@ class TurboParams:
                 "before merging a turbo config file"
             )
         t = cfg.MODEL.TURBO
+        names = {f.name for f in fields(cls)}
+        _reject_unknown({k.lower(): v for k, v in t.items()}, names, "", yacs_key)
+        _reject_unknown(
+            {k.lower(): v for k, v in t.SOFT_NMS.items()},
+            {f.name for f in fields(SoftNMSParams)},
+            "soft_nms.",
+            yacs_key,
+        )
         values = {f.name: t[f.name.upper()] for f in fields(cls) if f.name != "soft_nms"}
         values.update(_flat_mapping(t.SOFT_NMS, "soft_nms."))
         _validate(values, yacs_key)
@@ -304,8 +278,8 @@ class TurboParams:
 def add_turbo_config(cfg: CN) -> None:
     """Add the ``MODEL.TURBO`` node, with the defaults of :class:`TurboParams`, in place.
 
-    Recipe keys are unset (-1 for the thresholds, None for ``MASKNESS_SOURCE`` and
-    ``RESCORE_AGREEMENT``): the head's recipe (:data:`MASK_RCNN_RECIPE`, :data:`CASCADE_RECIPE`).
+    Recipe keys are unset (-1): the head's recipe (:data:`MASK_RCNN_RECIPE`,
+    :data:`CASCADE_RECIPE`).
     Each key's meaning is the comment on its :class:`TurboParams` field.
     """
     default = TurboParams()
@@ -315,11 +289,30 @@ def add_turbo_config(cfg: CN) -> None:
             continue
         value = getattr(default, f.name)
         if value is None:
-            value = AUTO if f.name in NUMERIC_RECIPE_KEYS else None
+            value = AUTO
         cfg.MODEL.TURBO[f.name.upper()] = value
     cfg.MODEL.TURBO.SOFT_NMS = CN()
     for f in fields(SoftNMSParams):
         cfg.MODEL.TURBO.SOFT_NMS[f.name.upper()] = getattr(default.soft_nms, f.name)
+    # A config file or command line that sets a removed key fails naming it (yacs' renamed-key
+    # error is the hook its merge offers for a key that is gone).
+    for name, instead in REMOVED_KEYS.items():
+        if not cfg.key_is_renamed(yacs_key(name)):
+            cfg.register_renamed_key(yacs_key(name), "nothing (the key was removed)", instead)
+
+
+# The generated ``__init__`` would reject a removed or unknown field with a bare TypeError;
+# this one names it as every other bad key is named (``dataclasses.replace`` calls it too).
+_dataclass_init = TurboParams.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self: TurboParams, *args: Any, **kwargs: Any) -> None:
+    _reject_unknown(kwargs, {f.name for f in fields(TurboParams)})
+    _dataclass_init(self, *args, **kwargs)
+
+
+TurboParams.__init__ = _init
 
 
 def get_turbo_cfg() -> CN:
@@ -364,24 +357,12 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "num_iters": (_count, "an integer >= 0"),
     **dict.fromkeys(NUMERIC_RECIPE_KEYS, _RECIPE),
     "empty_mask": _choice(EMPTY_MASK_MODES),
-    "maskness_source": (
-        lambda v: v is None or v in MASKNESS_SOURCES,
-        "one of " + ", ".join(map(repr, MASKNESS_SOURCES)) + " (or unset: None, the head's recipe)",
-    ),
-    "repredict_iou": (_unit, "a number in [0, 1]"),
-    "repredict_min_score": (_unit, "a number in [0, 1]"),
+    "maskness_source": _choice(MASKNESS_SOURCES),
     "repredict_topk": (_count, "an integer >= 0"),
-    "resample_masks": (_bool, "True or False"),
-    "subpixel_boxes": (_bool, "True or False"),
     "mask_edge": _choice(MASK_EDGES),
-    "repredict_scale": (
-        lambda v: v is None or (_is_number(v) and (v == AUTO or 1.0 <= v <= 2.0)),
-        "a number in [1, 2] (or unset: -1 in yacs, None in Python, for the head's recipe)",
-    ),
-    "rescore_agreement": (
-        lambda v: v is None or _bool(v),
-        "True or False (or unset: None, the head's recipe)",
-    ),
+    "mask_fusion": (_unit, "a number in [0, 1]"),
+    "repredict_scale": (lambda v: _is_number(v) and 1.0 <= v <= 2.0, "a number in [1, 2]"),
+    "rescore_agreement": (_bool, "True or False"),
     "soft_nms.enabled": (_bool, "True or False"),
     "soft_nms.method": _choice(SOFT_NMS_METHODS),
     "soft_nms.iou_thresh": (_unit, "a number in [0, 1]"),
@@ -395,14 +376,36 @@ def _validate(values: Mapping[str, Any], key: Callable[[str], str]) -> None:
     for path, value in values.items():
         ok, allowed = _CHECKS[path]
         if not ok(value):
+            instead = REMOVED_VALUES.get((path, value)) if isinstance(value, str) else None
+            if instead is not None:
+                raise ValueError(f"{key(path)} {value!r} was removed: {instead}")
             raise ValueError(f"{key(path)} must be {allowed}, got {value!r}")
 
 
+def _reject_unknown(
+    values: Mapping[str, Any],
+    names: Iterable[str],
+    prefix: str = "",
+    key: Callable[[str], str] = lazy_key,
+) -> None:
+    """Raise ValueError naming the first key of ``values`` (field names under ``prefix``) that
+    is not among ``names``: a removed key says so and what to do instead."""
+    names = set(names)
+    for name in values:
+        if name in names:
+            continue
+        if not prefix and name in REMOVED_KEYS:
+            raise ValueError(f"{key(name)} was removed: {REMOVED_KEYS[name]}")
+        node = key(prefix[:-1]) if prefix else key("")[:-1]
+        known = sorted(key(prefix + n).rsplit(".", 1)[-1] for n in names)
+        name = key(prefix + name).rsplit(".", 1)[-1]
+        raise ValueError(f"{node} has no key {name}; its keys are {', '.join(known)}")
+
+
 def _flat(params: Union[TurboParams, SoftNMSParams], prefix: str = "") -> Dict[str, Any]:
+    """Every field of ``params`` but the nested ``soft_nms`` node, by path."""
     return {
-        prefix + f.name: getattr(params, f.name)
-        for f in fields(params)
-        if not isinstance(getattr(params, f.name), SoftNMSParams)
+        prefix + f.name: getattr(params, f.name) for f in fields(params) if f.name != "soft_nms"
     }
 
 
@@ -411,13 +414,7 @@ def _flat_mapping(node: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
 
 
 def _soft_nms_from(values: Mapping[str, Any], key: Callable[[str], str]) -> SoftNMSParams:
-    names = {f.name for f in fields(SoftNMSParams)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(
-            f"{key('soft_nms')} has no key {', '.join(unknown)}; its keys are "
-            f"{', '.join(sorted(names))}"
-        )
+    _reject_unknown(values, {f.name for f in fields(SoftNMSParams)}, "soft_nms.", key)
     _validate({"soft_nms." + k: v for k, v in values.items()}, key)
     return SoftNMSParams(**dict(values))
 
@@ -426,23 +423,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# The keys by which the package defaults may depart from the published cycle (every mask
-# re-predicted in its refined box, the score rescored by the first masks' Maskness).
+# The keys by which a setting may depart from the published cycle (every mask re-predicted in
+# its refined box, the score rescored by the first masks' Maskness, probability masks); the
+# defaults depart by none of them.
 MECHANISM_KEYS: Tuple[str, ...] = (
     "maskness_source",
-    "repredict_iou",
-    "repredict_min_score",
     "repredict_topk",
-    "resample_masks",
     "mask_fusion",
-    "subpixel_boxes",
     "repredict_scale",
     "rescore_agreement",
     "mask_edge",
 )
 
 # The published method exactly: one cycle, every mask re-predicted in its refined box itself
-# (no fusion), whole-pixel refined boxes, Maskness of the first masks, mask edges at
+# (no fusion), Maskness of the first masks, mask edges at
 # probability 0.5, Soft-NMS (linear, IoU 0.5); recipe keys unset (the head's published
 # thresholds).
 # ``configs/*/*_published.yaml`` spell the same in yacs.
@@ -450,12 +444,8 @@ PUBLISHED = TurboParams(
     num_iters=1,
     empty_mask="keep",
     maskness_source="first",
-    repredict_iou=1.0,
-    repredict_min_score=0.0,
     repredict_topk=0,
-    resample_masks=False,
     mask_fusion=0.0,
-    subpixel_boxes=False,
     repredict_scale=1.0,
     rescore_agreement=False,
     mask_edge="probability",

@@ -18,7 +18,6 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances
-from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor
 
 from .config import SoftNMSParams, TurboParams
@@ -89,8 +88,7 @@ class TurboResult:
 
     boxes: Tensor  # (N, 4) output boxes, XYXY
     # (N, M, M) masks predicted (or resampled) in ``boxes``: probabilities, or with
-    # ``mask_edge`` "half_peak" / "half_interior" each divided by its level
-    # (``turbo.ops.edge_normalized``)
+    # ``mask_edge`` "half_interior" each divided by its level (``turbo.ops.edge_normalized``)
     masks: Tensor
     scores: Tensor  # (N,) rescored
     maskness: Tensor  # (N,) Maskness of the masks it was read from
@@ -201,26 +199,22 @@ def turbo_cycles(
 
     Each cycle refines every box to the tight box of its pasted mask
     (``turbo.ops.mask_boxes``, fused with the input box by ``box_fusion``), then predicts
-    the mask again in the refined box: for every row, or for the rows the ``repredict_*``
-    conditions select (the others keep their box and mask, or with ``resample_masks`` take
-    the refined box with their mask resampled into it). With ``repredict_scale`` s > 1 the head
-    predicts in the refined box scaled by s about its centre, and that mask is resampled into
-    the refined box. With ``mask_fusion`` f, a re-predicted mask is
-    f * (the earlier mask resampled into the refined box) + (1 - f) * the new one.
-    Cycles stop early when no row is selected. Finally scores are rescored by the Maskness of
-    the first masks (``maskness_source`` "first"), of the output masks ("last"), or by each
-    of the two in turn ("both"; the ``maskness`` returned is then the output masks'), or once
-    by their mean ("mean", which is returned); with
-    ``rescore_agreement``, also by the agreement (soft IoU) of each re-predicted mask with the
-    earlier mask resampled into its box, in the last cycle that re-predicted it: each factor
-    is ``(1 - w) + w * value`` with the recipe's Maskness weight w. With ``mask_edge``
-    "half_peak" ("half_interior") the output masks are then each divided by their peak (their
-    interior level, ``turbo.ops.interior_level``), those with a cell at or above
-    ``box_thresh``, so that the paste at 0.5 reads each mask's edge at half that level.
+    the mask again in the refined box: for every row, or with ``repredict_topk`` k > 0 for
+    each image's k highest-scoring rows (the others take the refined box, their mask
+    resampled into it). With ``repredict_scale`` s > 1 the head predicts in the refined box
+    scaled by s about its centre, and that mask is resampled into the refined box. With
+    ``mask_fusion`` f, a re-predicted mask is f * (the earlier mask resampled into the refined
+    box) + (1 - f) * the new one. Finally scores are rescored by the Maskness of the first
+    masks (``maskness_source`` "first"), or by that of the first and then of the output masks
+    ("both"; the ``maskness`` returned is then the output masks'); with ``rescore_agreement``,
+    also by the agreement (soft IoU) of each re-predicted mask with the earlier mask resampled
+    into its box, in the last cycle that re-predicted it: each factor is ``(1 - w) + w *
+    value`` with the recipe's Maskness weight w, so scores stay in [0, 1]. With ``mask_edge``
+    "half_interior" the output masks are then each divided by their interior level
+    (``turbo.ops.edge_normalized``), those with a cell at or above ``box_thresh``.
 
-    Host syncs: none when every mask is re-predicted or when ``repredict_topk`` is the only
-    condition (the selected rows are then known from the counts); the other conditions
-    select rows by value, which reads the device once per cycle.
+    Host syncs: none (the rows re-predicted under ``repredict_topk`` are known from the
+    counts).
     """
     p = params
     if p.unresolved:
@@ -230,11 +224,11 @@ def turbo_cycles(
     found_all = torch.ones_like(detections.scores, dtype=torch.bool)
     agreement = torch.ones_like(detections.scores)
     need_earlier = p.mask_fusion > 0 or p.rescore_agreement
+    if p.adaptive:  # the same rows every cycle: the ranks are those of the detection scores
+        rows, selected_counts = _top_rows(detections, p.repredict_topk)
     for _ in range(p.num_iters):
         # turbo detection: mask-to-box refinement
-        mask_box, found = mask_boxes(
-            masks, boxes, detections.image_hw, p.box_thresh, subpixel=p.subpixel_boxes
-        )
+        mask_box, found = mask_boxes(masks, boxes, detections.image_hw, p.box_thresh)
         found_all &= found
         refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
         # turbo segmentation: the mask head again, in the refined boxes
@@ -244,15 +238,9 @@ def turbo_cycles(
             new = _predict_scaled(predict, p.repredict_scale, refined, classes, counts)
             boxes = refined
         else:
-            rows, selected_counts = _selected_rows(p, detections, boxes, refined)
-            if p.resample_masks:  # every row takes its refined box
-                masks = resample_masks(masks, boxes, refined)
-                earlier, boxes = masks[rows], refined
-            else:
-                earlier = resample_masks(masks[rows], boxes[rows], refined[rows])
-                boxes = boxes.index_put((rows,), refined[rows])
-            if sum(selected_counts) == 0:
-                break  # nothing to re-predict: further cycles would change nothing
+            # every row takes its refined box; the masks not re-predicted are resampled into it
+            masks = resample_masks(masks, boxes, refined)
+            earlier, boxes = masks[rows], refined
             new = _predict_scaled(
                 predict, p.repredict_scale, refined[rows], classes[rows], selected_counts
             )
@@ -265,15 +253,13 @@ def turbo_cycles(
 
     w = p.maskness_weight
     m = maskness(first_masks if p.maskness_source == "first" else masks, p.maskness_thresh)
-    if p.maskness_source == "mean":  # one rescoring by the mean of the two
-        m = 0.5 * (m + maskness(first_masks, p.maskness_thresh))
     scores = detections.scores * ((1.0 - w) + w * m)
     if p.maskness_source == "both":  # the first masks' Maskness rescores once more
         scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))
     if p.rescore_agreement:
         scores = scores * ((1.0 - w) + w * agreement)
     if p.mask_edge != "probability":  # after Maskness, which reads probabilities
-        masks = edge_normalized(masks, p.mask_edge, p.box_thresh)
+        masks = edge_normalized(masks, p.box_thresh)
     return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
 
 
@@ -325,39 +311,18 @@ def per_image_instances(
     return results
 
 
-def _selected_rows(
-    p: TurboParams, detections: Detections, boxes: Tensor, refined: Tensor
-) -> Tuple[Tensor, List[int]]:
-    """Rows whose mask is re-predicted in this cycle (grouped by image) and their count per
-    image, under the ``repredict_*`` conditions."""
+def _top_rows(detections: Detections, k: int) -> Tuple[Tensor, List[int]]:
+    """Rows of each image's ``k`` highest-scoring detections (ties: the earlier row), grouped
+    by image in image order, and their count per image; known from the counts, no host sync."""
     counts = detections.counts
-    dev = boxes.device
-    by_rank = None
-    if p.repredict_topk > 0:
-        # rows in order of score within each image (images in order): the first k of each
-        # image's segment are its top k
-        order = torch.argsort(detections.scores, descending=True, stable=True)
-        order = order[torch.sort(detections.image_index[order], stable=True).indices]
-        starts = [sum(counts[:i]) for i in range(len(counts))]
-        top = [min(n, p.repredict_topk) for n in counts]
-        by_rank = order[_per_row(starts, top, dev) + _ranks(top, dev)]
-        if p.repredict_min_score == 0.0 and p.repredict_iou >= 1.0:
-            # the selection is known from the counts: no host sync
-            return by_rank, top
-    selected = torch.ones_like(detections.scores, dtype=torch.bool)
-    if by_rank is not None:
-        selected = torch.zeros_like(selected).index_fill(0, by_rank, True)
-    if p.repredict_min_score > 0.0:
-        selected &= detections.scores >= p.repredict_min_score
-    if p.repredict_iou < 1.0:
-        # 0 / 0 (degenerate boxes) -> IoU 0: such rows count as moved
-        iou = torch.nan_to_num(matched_pairwise_iou(Boxes(boxes), Boxes(refined)), nan=0.0)
-        selected &= iou < p.repredict_iou
-    # selecting rows by value: the host reads the device
-    selected_counts = torch.bincount(
-        detections.image_index[selected], minlength=len(counts)
-    ).tolist()
-    return selected.nonzero(as_tuple=True)[0], selected_counts
+    dev = detections.scores.device
+    # rows in order of score within each image (images in order): the first k of each
+    # image's segment are its top k
+    order = torch.argsort(detections.scores, descending=True, stable=True)
+    order = order[torch.sort(detections.image_index[order], stable=True).indices]
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    top = [min(n, k) for n in counts]
+    return order[_per_row(starts, top, dev) + _ranks(top, dev)], top
 
 
 def _per_row(values, counts: Sequence[int], device: torch.device) -> Tensor:

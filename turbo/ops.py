@@ -20,16 +20,15 @@ __all__ = [
     "mask_boxes",
     "resample_masks",
     "batched_soft_nms",
-    "NORMALIZED_EDGES",
+    "INTERIOR_EDGE",
     "SOFT_NMS_METHODS",
     "SOFT_NMS_IOU_THRESH",
     "SOFT_NMS_SIGMA",
     "SOFT_NMS_MIN_SCORE",
 ]
 
-# Mask edges that ``edge_normalized`` reads at half a level of the mask: its peak or its
-# interior level.
-NORMALIZED_EDGES = ("half_peak", "half_interior")
+# The mask edge ``edge_normalized`` gives: at half each mask's interior level.
+INTERIOR_EDGE = "half_interior"
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
 # Soft-NMS defaults, those of the published Mask R-CNN recipe (linear decay above IoU 0.5,
@@ -100,30 +99,26 @@ def interior_level(mask_probs: Tensor, peak: Optional[Tensor] = None) -> Tensor:
     return maskness(mask_probs, 0.5 * peak)
 
 
-def edge_normalized(mask_probs: Tensor, edge: str, min_peak: float) -> Tensor:
-    """Each soft mask divided by its level, so that a paste binarized at 0.5 (Detectron2's
-    ``detector_postprocess``) reads the mask's edge at half that level.
+def edge_normalized(mask_probs: Tensor, min_peak: float) -> Tensor:
+    """Each soft mask divided by its :func:`interior_level`, so that a paste binarized at 0.5
+    (Detectron2's ``detector_postprocess``) reads the mask's edge at half that level
+    (:data:`INTERIOR_EDGE`). The result is no longer a probability (values up to 2).
 
     Bilinear pasting is linear in the cells, so ``paste(m / level) >= 0.5`` is
     ``paste(m) >= 0.5 * level``: the edge of a mask whose interior the head predicts at, say,
     0.8 lies where the pasted probability falls to 0.4, halfway between inside and outside,
-    rather than at the absolute 0.5. The level is the mask's peak (``edge`` "half_peak") or
-    its :func:`interior_level` ("half_interior"): the mean of the plateau rather than its
-    largest cell, which sits above the plateau by the spread of the cells.
+    rather than at the absolute 0.5.
 
     Args:
         mask_probs: (N, M, M) finite probabilities in [0, 1] (RoI mask frame).
-        edge: one of :data:`NORMALIZED_EDGES`.
         min_peak: masks whose peak is below this (or 0) are returned unchanged: a mask with no
             foreground cell is not blown up into one.
 
     Returns:
         (N, M, M) >= 0, same dtype: each mask with peak >= ``min_peak`` divided by its level.
     """
-    if edge not in NORMALIZED_EDGES:
-        raise ValueError(f"edge must be one of {NORMALIZED_EDGES}, got {edge!r}")
     peak = mask_probs.flatten(1).amax(dim=1)
-    level = peak if edge == "half_peak" else interior_level(mask_probs, peak)
+    level = interior_level(mask_probs, peak)
     scale = torch.where((peak >= min_peak) & (peak > 0), level, torch.ones_like(level))
     return mask_probs / scale[:, None, None]
 
@@ -160,7 +155,6 @@ def _column_extent(
     n_cols: Tensor,
     n_rows: Tensor,
     threshold: float,
-    subpixel: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Left and right edge, along columns, of where the pasted mask reaches ``threshold`` (> 0).
 
@@ -172,9 +166,7 @@ def _column_extent(
 
     Returns:
         left, right: (N,) float32 edges in image coordinates (inf / -inf when none): the first
-        passing pixel column and one past the last one; with ``subpixel``, the continuous
-        threshold crossings of the pasted mask (pixel x samples the paste at x + 0.5), clipped
-        to the image, each within half a pixel of the whole-pixel edge. found: (N,) bool.
+        passing pixel column and one past the last one. found: (N,) bool.
 
     The paste samples cell coordinate q(y) = (y + 0.5 - r0) * R / (r1 - r0) - 0.5 for pixel row
     y (p(x) likewise for columns) bilinearly from the mask zero-padded by one cell. For a fixed
@@ -251,15 +243,6 @@ def _column_extent(
     valid = piece & (x_lo <= x_hi)
 
     found = valid.flatten(1).any(dim=1)
-    if subpixel:
-        # the same pieces, their ends mapped to continuous coordinates u = x + 0.5
-        u_lo = ((p_lo + 0.5) * cols_per_cell + c0[:, None, None]).clamp(min=0)
-        u_hi = torch.minimum(
-            (p_hi + 0.5) * cols_per_cell + c0[:, None, None], n_cols[:, None, None]
-        )
-        left = torch.where(valid, u_lo, float("inf")).flatten(1).amin(dim=1)
-        right = torch.where(valid, u_hi, float("-inf")).flatten(1).amax(dim=1)
-        return left, right, found
     first = torch.where(valid, x_lo, float("inf")).flatten(1).amin(dim=1)
     last = torch.where(valid, x_hi, float("-inf")).flatten(1).amax(dim=1)
     return first, last + 1, found
@@ -270,7 +253,6 @@ def mask_boxes(
     boxes: Tensor,
     image_size: Union[Tuple[int, int], Tensor],
     threshold: float,
-    subpixel: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """Tight box of each soft mask pasted into the image, computed exactly in RoI space.
 
@@ -279,15 +261,11 @@ def mask_boxes(
         boxes: (N, 4) float XYXY in the resized input image.
         image_size: (h, w) shared by all rows, or an (N, 2) integer tensor of per-row (h, w).
         threshold: a pixel is foreground when its pasted probability is >= threshold.
-        subpixel: return the continuous box instead of whole pixels (see below).
 
     Returns:
         refined: (N, 4) XYXY, dtype of ``boxes``: ``(xa, ya, xb + 1, yb + 1)`` for foreground
             pixel columns xa..xb and rows ya..yb, i.e. what ``BitMasks.get_bounding_boxes``
             gives on the mask pasted by ``paste_masks_in_image`` (whole image, no CPU window).
-            With ``subpixel``, each side is instead where the pasted probability crosses
-            ``threshold`` along the foreground rows (columns), in continuous image
-            coordinates clipped to the image: within half a pixel of the whole-pixel side.
         found: (N,) bool, False when no pixel of the image passes, the box is degenerate
             (width or height <= 0, or non-finite) or the image is empty; such rows keep their
             input box.
@@ -334,8 +312,8 @@ def mask_boxes(
     # detached: the box is not differentiable, and `_column_extent` works in place
     p = finite_probs(probs.detach().to(torch.float32))
 
-    xa, xb, found_x = _column_extent(p, x0, x1, y0, y1, w, h, threshold, subpixel)
-    ya, yb, found_y = _column_extent(p.transpose(1, 2), y0, y1, x0, x1, h, w, threshold, subpixel)
+    xa, xb, found_x = _column_extent(p, x0, x1, y0, y1, w, h, threshold)
+    ya, yb, found_y = _column_extent(p.transpose(1, 2), y0, y1, x0, x1, h, w, threshold)
     found = ok & found_x & found_y
     tight = torch.stack([xa, ya, xb, yb], dim=1)
     refined = torch.where(found[:, None], tight, box)

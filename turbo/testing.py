@@ -193,18 +193,23 @@ def assert_same_instances(a: Instances, b: Instances, exact: bool = True) -> Non
             )
 
 
-def assert_valid_roi_outputs(inst: Instances, mask_size: int = 28) -> None:
-    """ROI-head outputs: finite fields, boxes (N, 4), masks (N, 1, M, M) in [0, 2]
-    (probabilities, or divided by a level at least half their peak by ``mask_edge``), scores
-    sorted (descending), Maskness in [0, 1]."""
+def assert_valid_roi_outputs(
+    inst: Instances, mask_size: int = 28, probabilities: bool = True
+) -> None:
+    """ROI-head outputs: finite fields, boxes (N, 4), scores in [0, 1] sorted (descending),
+    masks (N, 1, M, M) probabilities in [0, 1] (with ``probabilities`` False, in [0, 2]: each
+    divided by a level at least half its peak, ``mask_edge`` "half_interior"), Maskness in
+    [0, 1]."""
     n = len(inst)
     b = inst.pred_boxes.tensor
     assert b.shape == (n, 4) and torch.isfinite(b).all()
     assert inst.scores.shape == (n,) and torch.isfinite(inst.scores).all()
     assert torch.all(inst.scores[:-1] >= inst.scores[1:])
+    assert torch.all((inst.scores >= 0) & (inst.scores <= 1))
     assert inst.pred_masks.shape == (n, 1, mask_size, mask_size)
     assert torch.isfinite(inst.pred_masks).all()
-    assert torch.all((inst.pred_masks >= 0) & (inst.pred_masks <= 2))
+    top = 1.0 if probabilities else 2.0
+    assert torch.all((inst.pred_masks >= 0) & (inst.pred_masks <= top))
     if inst.has("maskness"):
         assert torch.isfinite(inst.maskness).all()
         assert torch.all((inst.maskness >= 0) & (inst.maskness <= 1))
