@@ -75,6 +75,14 @@ def parse_args(argv=None):
         default=None,
         help="box head test score threshold (e.g. 0: 100 detections per image)",
     )
+    p.add_argument(
+        "--score-pr",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="SCORE",
+        help="also precision and recall of the detections above these scores (e.g. 0.3 0.5 0.7)",
+    )
     p.add_argument("--latency-images", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--pictures", type=int, default=4, help="images in examples.png")
@@ -95,8 +103,14 @@ def main(argv=None):
 
     from turbo.benchmark import plots
     from turbo.benchmark.accuracy import evaluate_variants
+    from turbo.benchmark.breakdown import load_coco_gt, precision_recall
     from turbo.benchmark.progress import Progress
-    from turbo.benchmark.report import markdown_table, relative_latency, results_json
+    from turbo.benchmark.report import (
+        markdown_table,
+        relative_latency,
+        results_json,
+        score_threshold_table,
+    )
     from turbo.benchmark.runner import inference_loader, set_score_thresh
     from turbo.benchmark.timing import latency_samples
     from turbo.benchmark.variants import full_sweep_variants, headline_variants
@@ -146,7 +160,17 @@ def main(argv=None):
         args.dataset,
         Progress("accuracy", n_images, logger=log),
         keep_outputs=args.pictures,
+        keep_predictions=bool(args.score_pr),
     )
+    if args.score_pr:
+        gt = load_coco_gt(MetadataCatalog.get(args.dataset).json_file)
+        ids = [d["image_id"] for d in dicts[:n_images]]
+        for v in rows:
+            preds = results[v.name].pop("predictions")
+            results[v.name]["score_pr"] = {
+                task: precision_recall(gt, preds, task, args.score_pr, img_ids=ids)
+                for task in ("bbox", "segm")
+            }
     lat_batches = list(inference_loader(first_cfg, dicts[: args.latency_images]))
     log.info(
         "timing %d variants on %d images x %d repeats", len(rows), len(lat_batches), args.repeats
@@ -166,6 +190,11 @@ def main(argv=None):
         "per-call ratios, ms/img: median"
     )
     table = markdown_table(rows, results, samples)
+    if args.score_pr:
+        table += (
+            "\n\nDetections kept above a score: precision / recall (%), a true positive "
+            "matched at IoU 0.5 as COCO AP matches it\n\n" + score_threshold_table(rows, results)
+        )
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with open(os.path.join(args.output_dir, "benchmark.md"), "w") as f:
         f.write(f"`{command.strip()}`\n\n{header}\n\n{table}\n")
@@ -221,16 +250,18 @@ def main(argv=None):
 
 def _examples(rows, results, metadata, out_dir):
     """examples.png: the first model's baseline | default Turbo on the first images, the
-    Turbo side showing its detection-stage boxes dashed."""
+    Turbo side showing its detection-stage boxes dashed, each image above close-ups of the
+    objects Turbo changed most."""
     import numpy as np
     from detectron2.data.detection_utils import read_image
     from PIL import Image
 
-    from turbo.visualization import side_by_side
+    from turbo.visualization import changed_crops, side_by_side
 
     model = rows[0].model
     pick = {v.kind: v.name for v in rows if v.model == model}
     base, turbo, stage = (results[pick[k]]["outputs"] for k in ("baseline", "default", "soft_nms"))
+    names = metadata.get("thing_classes")
     tiles = []
     for b, t, s in zip(base, turbo, stage):
         image = read_image(b["input"]["file_name"], format="RGB")
@@ -240,12 +271,19 @@ def _examples(rows, results, metadata, out_dir):
                 image,
                 b["instances"],
                 t["instances"],
-                metadata.get("thing_classes"),
+                names,
                 right_extra_boxes=inst[inst.scores > 0.5].pred_boxes.tensor.numpy(),
             )
         )
+        crops = changed_crops(image, b["instances"], t["instances"], names, size=160)
+        if crops is not None:
+            tiles.append(crops[:, : tiles[-1].shape[1]])
     if tiles:
-        gap = np.full((4, tiles[0].shape[1], 3), 255, dtype=np.uint8)
+        width = max(t.shape[1] for t in tiles)
+        tiles = [
+            np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles
+        ]
+        gap = np.full((8, width, 3), 255, dtype=np.uint8)
         grid = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=0)
         Image.fromarray(grid).save(os.path.join(out_dir, "examples.png"))
 

@@ -45,3 +45,119 @@ def test_variants_equal_whole_model_calls(reference, tmp_path):
                 torch.testing.assert_close(got.get(field), ref.get(field), msg=v.name)
             torch.testing.assert_close(got.pred_boxes.tensor, ref.pred_boxes.tensor)
         assert 0.0 <= results[v.name]["segm"]["AP"] <= 100.0
+
+
+# ------------------------------------------------------------------------------------------
+# The evaluator of each evaluator_type (turbo.evaluation)
+# ------------------------------------------------------------------------------------------
+def _register(name, evaluator_type, dicts, **meta):
+    from detectron2.data import MetadataCatalog
+
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: dicts)
+        MetadataCatalog.get(name).set(evaluator_type=evaluator_type, **meta)
+
+
+def test_evaluator_follows_the_evaluator_type(tmp_path):
+    from detectron2.evaluation import (
+        COCOEvaluator,
+        COCOPanopticEvaluator,
+        DatasetEvaluators,
+        PascalVOCDetectionEvaluator,
+        SemSegEvaluator,
+    )
+
+    from turbo.config import get_turbo_cfg
+    from turbo.datasets import register_tiny_shapes
+    from turbo.evaluation import build_evaluator
+
+    cfg = get_turbo_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    coco = "shapes_tiny_evaluator_choice"
+    register_tiny_shapes(root=str(tmp_path), name=coco, eager=True)
+    e = build_evaluator(cfg, coco)
+    assert type(e) is COCOEvaluator
+    assert e._output_dir == os.path.join(str(tmp_path), "inference", coco)
+    stuff = {"stuff_classes": ["sky", "ground"], "ignore_label": 255}
+    seg = [{"file_name": "a.png", "sem_seg_file_name": "a_seg.png", "image_id": 0}]
+    _register("tiny_sem_seg_eval", "sem_seg", seg, **stuff)
+    assert type(build_evaluator(cfg, "tiny_sem_seg_eval")) is SemSegEvaluator
+    _register(
+        "tiny_panoptic_eval",
+        "coco_panoptic_seg",
+        seg,
+        thing_dataset_id_to_contiguous_id={1: 0},
+        stuff_dataset_id_to_contiguous_id={2: 0, 3: 1},
+        json_file=_json_file(coco),
+        **stuff,
+    )
+    both = build_evaluator(cfg, "tiny_panoptic_eval")
+    assert isinstance(both, DatasetEvaluators)
+    assert [type(x) for x in both._evaluators] == [
+        SemSegEvaluator,
+        COCOEvaluator,
+        COCOPanopticEvaluator,
+    ]
+    voc = {"dirname": str(tmp_path), "split": "val", "year": 2007, "thing_classes": ["a"]}
+    _register("tiny_voc_eval", "pascal_voc", [], **voc)
+    assert type(build_evaluator(cfg, "tiny_voc_eval")) is PascalVOCDetectionEvaluator
+    _register("tiny_unknown_eval", "my_metric", [])
+    with pytest.raises(ValueError, match="'tiny_unknown_eval' has evaluator_type 'my_metric'"):
+        build_evaluator(cfg, "tiny_unknown_eval")
+
+
+def _json_file(name):
+    from detectron2.data import MetadataCatalog
+
+    return MetadataCatalog.get(name).json_file
+
+
+# ------------------------------------------------------------------------------------------
+# Precision and recall at a score, AP on some images (turbo.benchmark.breakdown)
+# ------------------------------------------------------------------------------------------
+def test_precision_recall_and_ap_on_images(tmp_path):
+    import json
+
+    from turbo.benchmark.breakdown import (
+        ap_on_images,
+        load_coco_gt,
+        objects_per_image,
+        precision_recall,
+    )
+
+    boxes = {1: [[0, 0, 10, 10], [20, 20, 10, 10]], 2: [[5, 5, 20, 20]]}
+    gt = {
+        "images": [{"id": i, "width": 50, "height": 50, "file_name": f"{i}.png"} for i in boxes],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {
+                "id": 10 * i + k,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": b,
+                "area": b[2] * b[3],
+                "iscrowd": 0,
+            }
+            for i, bs in boxes.items()
+            for k, b in enumerate(bs)
+        ],
+    }
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    coco = load_coco_gt(str(path))
+    assert objects_per_image(coco) == {1: 2, 2: 1}
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},  # TP
+        {"image_id": 1, "category_id": 1, "bbox": [40, 40, 5, 5], "score": 0.6},  # FP
+        {"image_id": 1, "category_id": 1, "bbox": [20, 20, 10, 10], "score": 0.4},  # TP
+        {"image_id": 2, "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.8},  # TP
+    ]
+    pr = precision_recall(coco, dets, "bbox", [0.3, 0.5, 0.7, 0.95])
+    assert pr[0.3] == pytest.approx((75.0, 100.0))
+    assert pr[0.5] == pytest.approx((200 / 3, 200 / 3))
+    assert pr[0.7] == pytest.approx((100.0, 200 / 3))
+    assert pr[0.95] == (100.0, 0.0)  # nothing kept: no false positive, nothing found
+    only_2 = precision_recall(coco, dets, "bbox", [0.5], img_ids=[2])
+    assert only_2[0.5] == pytest.approx((100.0, 100.0))
+    assert ap_on_images(coco, dets, "bbox", [2]) == pytest.approx(100.0)
+    assert ap_on_images(coco, dets, "bbox", [1]) < 100.0

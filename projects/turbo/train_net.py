@@ -6,8 +6,10 @@ Same command line as Detectron2's ``tools/train_net.py``::
     python projects/turbo/train_net.py --config-file configs/shapes/turbo_mask_rcnn_R18_FPN.yaml \
         --eval-only MODEL.WEIGHTS checkpoints/shapes_mask_rcnn_R18_FPN.pth
 
-Training is Detectron2's own (the turbo heads only change inference); evaluation reports
-COCO box (and mask) AP through ``COCOEvaluator``, and also under test-time augmentation when
+Training is Detectron2's own (the turbo heads only change inference); each test dataset is
+evaluated by the evaluators of its ``evaluator_type`` (``turbo.evaluation.build_evaluator``:
+COCO, LVIS, Cityscapes, semantic, panoptic, Pascal VOC, as Detectron2's tools do), and also
+under test-time augmentation when
 ``TEST.AUG.ENABLED`` is set (keys ``bbox_TTA``, ``segm_TTA``; turbo cycles on TTA's merged
 detections, ``turbo.tta``). Multi-process and multi-machine runs go through Detectron2's
 launcher (``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``); where CUDA
@@ -20,10 +22,11 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
-from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.evaluation import verify_results
 
 from turbo.build import load_config, resolve_device
 from turbo.datasets import register_synthetic_datasets
+from turbo.evaluation import build_evaluator
 from turbo.launch import launch
 from turbo.third_party_warnings import silence_known_warnings
 from turbo.tta import TurboRCNNWithTTA
@@ -32,14 +35,13 @@ silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this pr
 
 
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` whose evaluator is COCO-style AP (box, and mask when the model has
-    masks) and whose test-time augmentation runs the turbo cycles."""
+    """``DefaultTrainer`` whose evaluators follow each dataset's ``evaluator_type``
+    (:func:`turbo.evaluation.build_evaluator`) and whose test-time augmentation runs the turbo
+    cycles."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def test_with_TTA(cls, cfg, model):

@@ -36,6 +36,7 @@ def evaluate_variants(
     progress: Optional[Callable[[int], None]] = None,
     keep_outputs: int = 0,
     tasks: Sequence[str] = ("bbox", "segm"),
+    keep_predictions: bool = False,
 ) -> Dict[str, dict]:
     """COCO metrics of every variant on every image of ``data_loader``.
 
@@ -45,10 +46,13 @@ def evaluate_variants(
         progress: called with the number of images done after each batch.
         keep_outputs: also return the first so many per-image outputs of each variant.
         tasks: ``COCOEvaluator`` tasks ("bbox" alone for box-only models).
+        keep_predictions: also return each variant's detections in COCO-json form (what its
+            evaluator scored; for :mod:`turbo.benchmark.breakdown`).
 
     Returns:
         {variant name: {task: {"AP": ..., ...}, "dets_per_image": float, "outputs": [
-        {"input": dataset dict, "instances": Instances on CPU}, ...]}}.
+        {"input": dataset dict, "instances": Instances on CPU}, ...], "predictions": [COCO
+        json detection, ...] (with ``keep_predictions``)}}.
     """
     evaluators = {
         v.name: COCOEvaluator(dataset_name, tasks=tuple(tasks), distributed=False) for v in variants
@@ -102,4 +106,10 @@ def evaluate_variants(
             "dets_per_image": num_dets[v.name] / max(len(image_ids), 1),
             "outputs": kept[v.name][:keep_outputs],
         }
+        if keep_predictions:
+            # COCOEvaluator keeps what it scored (per image, in COCO-json form) and has no
+            # public accessor; converting the outputs again would re-encode every mask
+            results[v.name]["predictions"] = [
+                d for p in evaluators[v.name]._predictions for d in p.get("instances", [])
+            ]
     return results

@@ -9,7 +9,13 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from .variants import Variant
 
-__all__ = ["markdown_table", "results_json", "median_latency", "relative_latency"]
+__all__ = [
+    "markdown_table",
+    "score_threshold_table",
+    "results_json",
+    "median_latency",
+    "relative_latency",
+]
 
 
 def median_latency(samples: Mapping[str, Sequence[float]]) -> Dict[str, float]:
@@ -70,6 +76,23 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def score_threshold_table(
+    variants: Sequence[Variant], results: Dict[str, dict], tasks: Sequence[str] = ("bbox", "segm")
+) -> str:
+    """One row per variant: precision / recall (%) of its detections at each score threshold
+    of ``results[name]["score_pr"]`` ({task: {threshold: (precision, recall)}}, from
+    :func:`turbo.benchmark.breakdown.precision_recall`), boxes then masks."""
+    names = {"bbox": "box", "segm": "mask"}
+    thresholds = list(results[variants[0].name]["score_pr"][tasks[0]])
+    cols = ["variant"] + [f"{names[t]} P / R @ {s:g}" for t in tasks for s in thresholds]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for v in variants:
+        pr = results[v.name]["score_pr"]
+        cells = [v.name] + ["{:.1f} / {:.1f}".format(*pr[t][s]) for t in tasks for s in thresholds]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def results_json(
     variants: Sequence[Variant],
     results: Dict[str, dict],
@@ -86,7 +109,7 @@ def results_json(
             "model": v.model,
             "kind": v.kind,
             "params": dataclasses.asdict(v.params),
-            **{k: results[v.name][k] for k in ("bbox", "segm") if k in results[v.name]},
+            **{k: results[v.name][k] for k in ("bbox", "segm", "score_pr") if k in results[v.name]},
             "dets_per_image": results[v.name]["dets_per_image"],
             "latency_s": latency.get(v.name),
             "latency_x_baseline": rel.get(v.name),
