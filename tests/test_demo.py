@@ -17,6 +17,7 @@ DEMO = os.path.join(ROOT, "projects", "turbo", "demo.py")
 CONFIG = os.path.join(ROOT, "configs", "shapes", "turbo_mask_rcnn_R18_FPN.yaml")
 LAZY_CONFIG = os.path.join(ROOT, "configs", "shapes", "turbo_mask_rcnn_R18_FPN.py")
 WEIGHTS = os.path.join(ROOT, "checkpoints", "shapes_mask_rcnn_R18_FPN.pth")
+TITLE = 28  # px of the title band of turbo.visualization.titled
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +72,13 @@ def test_images_into_a_folder(shapes_images, tmp_path, compare):
         picture = np.asarray(Image.open(out_dir / name))
         source = np.asarray(Image.open(os.path.join(os.path.dirname(shapes_images[0]), name)))
         h, w = 2 * source.shape[0], 2 * source.shape[1]  # 256 px images are drawn at 512
-        assert picture.shape == ((h, 2 * w + 4, 3) if compare else (h, w, 3))
+        title = TITLE if compare else 0  # "baseline" and "Turbo" written above the pictures
+        assert picture.shape == ((h + title, 2 * w + 4, 3) if compare else (h, w, 3))
+        if compare:
+            band = picture[:title, :w]
+            assert (band == 255).mean() > 0.8 and (band < 128).any()
         drawn = np.asarray(Image.fromarray(source).resize((w, h)))
-        assert np.abs(picture[:, :w].astype(int) - drawn).mean() > 1  # something was drawn
+        assert np.abs(picture[title:, :w].astype(int) - drawn).mean() > 1  # something was drawn
 
 
 def test_one_image_to_a_file_with_a_lazy_config(shapes_images, tmp_path):
@@ -92,7 +97,7 @@ def test_one_image_to_a_file_with_a_lazy_config(shapes_images, tmp_path):
         ],
         tmp_path,
     )
-    assert np.asarray(Image.open(out)).shape == (512, 2 * 512 + 4, 3)
+    assert np.asarray(Image.open(out)).shape == (512 + TITLE, 2 * 512 + 4, 3)
 
 
 def test_video(shapes_images, tmp_path):
@@ -125,7 +130,7 @@ def test_video(shapes_images, tmp_path):
             break
         frames.append(frame)
     assert len(frames) == len(shapes_images)
-    assert frames[0].shape == (512, 2 * 512 + 4, 3)
+    assert frames[0].shape == (512 + TITLE, 2 * 512 + 4, 3)
 
 
 def test_bad_input_is_named(tmp_path):
