@@ -16,8 +16,10 @@ from detectron2.config import LazyConfig, configurable, instantiate
 from detectron2.modeling.roi_heads import (
     ROI_HEADS_REGISTRY,
     CascadeROIHeads,
+    Res5ROIHeads,
     StandardROIHeads,
 )
+from detectron2.structures import Instances
 from detectron2.utils.registry import locate
 
 from turbo import TurboMixin, TurboParams, turbo_heads
@@ -249,6 +251,8 @@ def test_user_subclass_through_the_factory():
     assert turbo_heads(MyCascade).recipe() == CASCADE_RECIPE
     with pytest.raises(TypeError, match="StandardROIHeads or CascadeROIHeads subclass"):
         turbo_heads(torch.nn.Module)
+    with pytest.raises(TypeError, match="does not support Res5ROIHeads .the C4 models'.+res5 pass"):
+        turbo_heads(Res5ROIHeads)
 
 
 # ------------------------------------------------------------------------------------------
@@ -302,6 +306,52 @@ def test_box_only_models(family):
     # cycles asked for without a mask head: refused, naming the key
     with pytest.raises(ValueError, match="MODEL.TURBO.NUM_ITERS is 1, but the model has no"):
         build(tiny_cfg(head, base=config, **{"MODEL.TURBO.NUM_ITERS": 1}))
+
+
+def test_keypoint_rcnn():
+    """Keypoint R-CNN: Soft-NMS off is upstream exactly (keypoints included); Soft-NMS gives
+    keypoints predicted on its boxes; cycles are refused (no mask head)."""
+    config = "COCO-Keypoints/turbo_keypoint_rcnn_R_50_FPN_3x.yaml"
+    kp = {"MODEL.ROI_HEADS.NUM_CLASSES": 1, "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS": (32, 32)}
+    up = build(tiny_cfg("StandardROIHeads", base=config, **kp))
+    assert up.roi_heads.keypoint_on and not up.roi_heads.mask_on
+    images = make_images()
+    with torch.no_grad():
+        ref = up(copy.deepcopy(images))
+    assert sum(len(x["instances"]) for x in ref) > 0
+
+    def model(**turbo):
+        return build(
+            tiny_cfg("TurboROIHeads", base=config, **kp, **turbo), state_dict=up.state_dict()
+        )
+
+    with torch.no_grad():
+        off = model(**{"MODEL.TURBO.SOFT_NMS.ENABLED": False})(copy.deepcopy(images))
+        soft_model = model()
+        soft = soft_model(copy.deepcopy(images))
+    for a, b in zip(ref, off):
+        assert_same_instances(a["instances"], b["instances"])
+        torch.testing.assert_close(a["instances"].pred_keypoints, b["instances"].pred_keypoints)
+    assert sum(len(x["instances"]) for x in soft) >= sum(len(x["instances"]) for x in ref)
+    assert_valid_model_outputs(soft, images, masks=False)
+    # the keypoints are the upstream keypoint head's on the Soft-NMS boxes
+    heads = soft_model.roi_heads
+    with torch.no_grad():
+        batched = soft_model.preprocess_image(copy.deepcopy(images))
+        features = soft_model.backbone(batched.tensor)
+        proposals, _ = soft_model.proposal_generator(batched, features)
+        det = heads.detect(features, proposals)
+        given = [
+            Instances(d.image_size, pred_boxes=d.pred_boxes, pred_classes=d.pred_classes)
+            for d in det
+        ]
+        want = heads.forward_with_given_boxes(features, given)
+        got = heads.segment(features, det)
+    for w, g in zip(want, got):
+        assert len(g) > 0 and g.pred_keypoints.shape == (len(g), 17, 3)
+        torch.testing.assert_close(g.pred_keypoints, w.pred_keypoints)
+    with pytest.raises(ValueError, match="MODEL.TURBO.NUM_ITERS is 1, but the model has no"):
+        model(**{"MODEL.TURBO.NUM_ITERS": 1})
 
 
 def test_every_family_config_loads_without_a_source_checkout():

@@ -39,9 +39,15 @@ import functools
 import logging
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+import torch
 from detectron2.config import configurable
 from detectron2.layers import cat
-from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads, StandardROIHeads
+from detectron2.modeling.roi_heads import (
+    ROI_HEADS_REGISTRY,
+    CascadeROIHeads,
+    Res5ROIHeads,
+    StandardROIHeads,
+)
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_first_n
 from torch import Tensor
@@ -135,6 +141,17 @@ class TurboMixin:
     ) -> Tuple[List[Instances], Dict[str, Tensor]]:
         if self.training or not self.turbo.active:
             return super().forward(images, features, proposals, targets)
+        if torch.jit.is_tracing():
+            # A trace records one input's detection counts and Soft-NMS steps as constants and
+            # would replay other inputs wrongly: refuse rather than record a wrong graph.
+            raise RuntimeError(
+                f"{type(self).__name__} cannot be traced with Turbo on: the traced graph would "
+                "fix the number of detections and of Soft-NMS steps of the tracing input and "
+                "give wrong outputs on other inputs. Trace with Turbo off (yacs "
+                "MODEL.TURBO.NUM_ITERS 0 and MODEL.TURBO.SOFT_NMS.ENABLED False; LazyConfig "
+                "model.roi_heads.turbo.num_iters=0 and model.roi_heads.turbo.soft_nms.enabled="
+                "False), which is Detectron2's own inference, or run the model eagerly"
+            )
         return self.segment(features, self.detect(features, proposals)), {}
 
     def segment(
@@ -308,6 +325,13 @@ def turbo_heads(cls: type) -> type:
     ``CascadeROIHeads`` subclass: ``cls`` itself if it is one already, the registered heads
     for Detectron2's two, else a new class ``"Turbo" + cls.__name__`` with
     :class:`TurboMixin` first (register it in ``ROI_HEADS_REGISTRY`` to use it from yacs)."""
+    if isinstance(cls, type) and issubclass(cls, Res5ROIHeads):
+        raise TypeError(
+            f"turbo_heads does not support {cls.__name__} (the C4 models' Res5ROIHeads): its "
+            "mask head runs on res5 features pooled from each box (its shared res5 transform), "
+            "so every re-predicted mask would cost a res5 pass; use an FPN model "
+            "(StandardROIHeads or CascadeROIHeads)"
+        )
     if not (isinstance(cls, type) and issubclass(cls, (StandardROIHeads, CascadeROIHeads))):
         raise TypeError(
             f"turbo_heads needs a StandardROIHeads or CascadeROIHeads subclass, got {cls!r}"
