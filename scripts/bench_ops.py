@@ -233,8 +233,8 @@ def bench_host_syncs(device, dataset):
     heads = model.roi_heads
     prefix = run_prefix(model, batch)
     settings = {
-        "published (every mask re-predicted)": PUBLISHED,
-        "default": TurboParams(),
+        "default = published (every mask re-predicted)": PUBLISHED,
+        "rank gate (REPREDICT_TOPK 15)": TurboParams(repredict_topk=15),
     }
     counts = {}
     with torch.no_grad():

@@ -16,7 +16,8 @@ from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from turbo import TurboCascadeROIHeads, TurboROIHeads
 from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
 from turbo.config import get_turbo_cfg
-from turbo.datasets import register_shapes
+from turbo.datasets import register_synthetic_datasets
+from turbo.testing import assert_valid_roi_outputs
 
 from helpers import CONFIGS
 
@@ -38,15 +39,16 @@ def test_config_builds(path):
     assert type(model.roi_heads) is heads
     if "COCO" in path:
         assert cfg.MODEL.WEIGHTS.startswith("detectron2://") and cfg.MODEL.RESNETS.DEPTH == 50
-        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+        # COCO's 80 classes; its keypoints are annotated on one, the person
+        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == (1 if cfg.MODEL.KEYPOINT_ON else 80)
 
 
 def test_shipped_checkpoints_fit_the_size_budget():
-    """All reference checkpoints together stay within 40 MB, so a clone stays small."""
-    total = sum(
-        os.path.getsize(os.path.join(REPO_ROOT, w)) for _, _, w in REFERENCE_MODELS.values()
-    )
-    assert total <= 40 * 10**6, f"reference checkpoints take {total / 1e6:.1f} MB, over 40 MB"
+    """All shipped checkpoints together stay within 64 MB, so a clone stays small."""
+    shipped = glob.glob(os.path.join(REPO_ROOT, "checkpoints", "*.pth"))
+    assert {os.path.join(REPO_ROOT, w) for _, _, w in REFERENCE_MODELS.values()} == set(shipped)
+    total = sum(os.path.getsize(p) for p in shipped)
+    assert total <= 64 * 10**6, f"shipped checkpoints take {total / 1e6:.1f} MB, over 64 MB"
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
@@ -61,22 +63,39 @@ def test_shipped_checkpoint_predicts(name):
     # the checkpoint holds exactly the model's weights
     state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     assert set(state) == set(build_model(cfg).state_dict())
-    register_shapes()
-    d = DatasetCatalog.get("shapes_val")[0]
-    inst = predictor(read_image(d["file_name"], format="BGR"))["instances"]
-    inst = inst[inst.scores > 0.5]
-    gt = Boxes(
-        torch.tensor(
-            [
-                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                for a in d["annotations"]
-            ],
-            dtype=torch.float32,
+    register_synthetic_datasets()
+    d = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]
+    image = read_image(d["file_name"], format="BGR")
+    # Detectron2's output contract, with the package defaults: the heads' masks are
+    # probabilities in their boxes and scores lie in [0, 1]
+    h, w = image.shape[:2]
+    resized = predictor.aug.get_transform(image).apply_image(image)
+    x = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+    with torch.no_grad():
+        raw = predictor.model.inference(
+            [{"image": x, "height": h, "width": w}], do_postprocess=False
         )
-    )
-    # a trained model finds most objects of a validation image
-    best = pairwise_iou(gt, inst.pred_boxes).max(dim=1).values
-    assert (best > 0.5).float().mean() > 0.5, best
+    assert len(raw[0]) > 0
+    assert_valid_roi_outputs(raw[0], probabilities=True)
+    # a trained model finds objects of the validation images: of the first five images'
+    # objects, more than half on the shapes and more than a third on the harder scenes have a
+    # detection above score 0.3 at IoU 0.5 (an untrained model finds none)
+    found = []
+    for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[:5]:
+        inst = predictor(read_image(d["file_name"], format="BGR"))["instances"]
+        inst = inst[inst.scores > 0.3]
+        gt = Boxes(
+            torch.tensor(
+                [
+                    BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                    for a in d["annotations"]
+                ],
+                dtype=torch.float32,
+            )
+        )
+        found.append(pairwise_iou(gt, inst.pred_boxes).max(dim=1).values > 0.5)
+    recall = torch.cat(found).float().mean()
+    assert recall > (1 / 3 if name.startswith("scenes") else 0.5), recall
 
 
 PUBLISHED_FILES = sorted(glob.glob(os.path.join(CONFIGS, "**", "*_published.yaml"), recursive=True))

@@ -1,5 +1,6 @@
-"""The shipped reference models: shapes Mask R-CNNs and cascades trained by this repository
-(``checkpoints/README.md``), their configs and checkpoints in the source checkout."""
+"""The shipped reference models: Mask R-CNNs and cascades trained by this repository on the
+shapes and on the photo-like scenes (``checkpoints/README.md``), their configs and
+checkpoints in the source checkout."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ __all__ = ["REPO_ROOT", "REFERENCE_MODELS", "reference_model"]
 # The source checkout this package lives in (its configs/ and checkpoints/): the harness runs
 # from a checkout, an installed copy of the package has neither.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The shipped reference models, trained on shapes_train: name -> (label, config, checkpoint),
-# paths relative to REPO_ROOT. "heldout" and "heldout_cascade" were tuned on by nothing: they
-# show whether the defaults carry over to models they were not chosen on.
+# The shipped reference models: name -> (label, config, checkpoint), paths relative to
+# REPO_ROOT. The first four were trained on shapes_train, the "scenes_*" ones on scenes_train
+# (each config's DATASETS.TEST is its val split). "heldout" and "heldout_cascade" were tuned
+# on by nothing: they show whether the defaults carry over to models they were not chosen on.
 REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
     "mask_rcnn": (
         "Mask R-CNN",
@@ -34,6 +36,16 @@ REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
         "Held-out cascade",
         "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN48.yaml",
         "checkpoints/shapes_cascade_mask_rcnn_R18_FPN48.pth",
+    ),
+    "scenes_mask_rcnn": (
+        "Scenes Mask R-CNN",
+        "configs/scenes/turbo_mask_rcnn_R18_FPN.yaml",
+        "checkpoints/scenes_mask_rcnn_R18_FPN.pth",
+    ),
+    "scenes_cascade": (
+        "Scenes cascade",
+        "configs/scenes/turbo_cascade_mask_rcnn_R18_FPN.yaml",
+        "checkpoints/scenes_cascade_mask_rcnn_R18_FPN.pth",
     ),
 }
 
