@@ -103,7 +103,7 @@ def main(argv=None):
 
     from turbo.benchmark import plots
     from turbo.benchmark.accuracy import evaluate_variants
-    from turbo.benchmark.breakdown import load_coco_gt, precision_recall
+    from turbo.benchmark.breakdown import add_precision_recall
     from turbo.benchmark.progress import Progress
     from turbo.benchmark.report import (
         markdown_table,
@@ -163,14 +163,8 @@ def main(argv=None):
         keep_predictions=bool(args.score_pr),
     )
     if args.score_pr:
-        gt = load_coco_gt(MetadataCatalog.get(args.dataset).json_file)
         ids = [d["image_id"] for d in dicts[:n_images]]
-        for v in rows:
-            preds = results[v.name].pop("predictions")
-            results[v.name]["score_pr"] = {
-                task: precision_recall(gt, preds, task, args.score_pr, img_ids=ids)
-                for task in ("bbox", "segm")
-            }
+        add_precision_recall(results, args.dataset, args.score_pr, ids)
     lat_batches = list(inference_loader(first_cfg, dicts[: args.latency_images]))
     log.info(
         "timing %d variants on %d images x %d repeats", len(rows), len(lat_batches), args.repeats

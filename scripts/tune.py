@@ -93,11 +93,11 @@ def _value(text):
 
 def main(argv=None):
     a = parse_args(argv)
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
     from detectron2.utils.logger import setup_logger
 
     from turbo.benchmark.accuracy import evaluate_variants
-    from turbo.benchmark.breakdown import load_coco_gt, precision_recall
+    from turbo.benchmark.breakdown import add_precision_recall
     from turbo.benchmark.progress import Progress
     from turbo.benchmark.report import score_threshold_table
     from turbo.benchmark.runner import inference_loader, set_score_thresh
@@ -150,14 +150,7 @@ def main(argv=None):
         b, s = res[v.name]["bbox"]["AP"], res[v.name]["segm"]["AP"]
         lines.append(f"| {v.name} | {b:.2f} | {s:.2f} | {b + s:.2f} |")
     if a.score_pr:
-        gt = load_coco_gt(MetadataCatalog.get(a.dataset).json_file)
-        ids = [d["image_id"] for d in dicts]
-        for v in rows:
-            preds = res[v.name].pop("predictions")
-            res[v.name]["score_pr"] = {
-                task: precision_recall(gt, preds, task, a.score_pr, img_ids=ids)
-                for task in ("bbox", "segm")
-            }
+        add_precision_recall(res, a.dataset, a.score_pr, [d["image_id"] for d in dicts])
         lines += [
             "",
             "Detections kept above a score: precision / recall (%), a true positive matched at "

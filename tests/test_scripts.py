@@ -154,6 +154,8 @@ def test_tune_script(tmp_path):
             "published",
             "--pairs",
             "repredict_topk=5,rescore_agreement=True",
+            "--score-pr",
+            "0.5",
             "--output",
             str(out),
         ],
@@ -165,6 +167,7 @@ def test_tune_script(tmp_path):
         "| published, mask_fusion=0.5 |",
         "| published, repredict_topk=5, rescore_agreement |",
         "| Soft-NMS only |",
+        "| variant | box P / R @ 0.5 | mask P / R @ 0.5 |",
     ):
         assert row in text, text
 

@@ -17,7 +17,13 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["load_coco_gt", "precision_recall", "ap_on_images", "objects_per_image"]
+__all__ = [
+    "load_coco_gt",
+    "precision_recall",
+    "add_precision_recall",
+    "ap_on_images",
+    "objects_per_image",
+]
 
 
 def load_coco_gt(json_file: str) -> COCO:
@@ -85,6 +91,26 @@ def precision_recall(
         precision = 100.0 * tp / int(kept.sum()) if kept.any() else 100.0
         out[t] = (precision, 100.0 * tp / max(n_gt, 1))
     return out
+
+
+def add_precision_recall(
+    results: Dict[str, dict],
+    dataset_name: str,
+    thresholds: Sequence[float],
+    img_ids: Sequence[int],
+    tasks: Sequence[str] = ("bbox", "segm"),
+) -> None:
+    """For each variant of ``results`` (from ``evaluate_variants(..., keep_predictions=True)``
+    on the images ``img_ids`` of the registered dataset ``dataset_name``): replace its
+    "predictions" by "score_pr", {task: :func:`precision_recall` at ``thresholds``}."""
+    from detectron2.data import MetadataCatalog
+
+    gt = load_coco_gt(MetadataCatalog.get(dataset_name).json_file)
+    for res in results.values():
+        preds = res.pop("predictions")
+        res["score_pr"] = {
+            task: precision_recall(gt, preds, task, thresholds, img_ids=img_ids) for task in tasks
+        }
 
 
 def ap_on_images(gt: COCO, results: List[dict], iou_type: str, img_ids: Sequence[int]) -> float:
