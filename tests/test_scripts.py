@@ -172,8 +172,54 @@ def test_tune_script(tmp_path):
         assert row in text, text
 
 
+def test_crowds_script(tmp_path):
+    """AP and latency by objects per image, end to end on the tiny shapes (buckets of 0-2 and
+    3-19 objects), with the baseline, the default and one rank gate."""
+    out = tmp_path / "crowds.md"
+    _run(
+        [
+            os.path.join(SCRIPTS, "crowds.py"),
+            "--config-file",
+            "configs/shapes/turbo_mask_rcnn_R18_FPN.yaml",
+            "--weights",
+            "checkpoints/shapes_mask_rcnn_R18_FPN.pth",
+            "--dataset",
+            "shapes_tiny",
+            "--buckets",
+            "0",
+            "3",
+            "20",
+            "--topk",
+            "2",
+            "--latency-images",
+            "1",
+            "--repeats",
+            "1",
+            "--output",
+            str(out),
+        ],
+        tmp_path,
+    )
+    text = out.read_text()
+    assert (
+        "| variant | all: box AP / mask AP | 0-2 objects (" in text and "| 3-19 objects (" in text
+    )
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert {"baseline", "default (= published recipe, repredict_topk=0)"} <= set(rows)
+    assert "default, repredict_topk=2" in rows and "published recipe" not in rows
+    assert rows["baseline"].count(" / 1.00") >= 1  # the baseline's own latency ratio
+
+
 @pytest.mark.parametrize(
-    "script", ["benchmark.py", "bench_ops.py", "tune.py", "make_shapes.py", "export_checkpoint.py"]
+    "script",
+    [
+        "benchmark.py",
+        "bench_ops.py",
+        "tune.py",
+        "crowds.py",
+        "make_shapes.py",
+        "export_checkpoint.py",
+    ],
 )
 def test_scripts_have_help(script, tmp_path):
     assert "usage" in _run([os.path.join(SCRIPTS, script), "--help"], tmp_path, timeout=120)
