@@ -42,7 +42,6 @@ __all__ = [
     "PUBLISHED",
     "AUTO",
     "RECIPE_KEYS",
-    "NUMERIC_RECIPE_KEYS",
     "MECHANISM_KEYS",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
@@ -94,8 +93,6 @@ MASK_RCNN_RECIPE = Recipe(
 # Cascades (HTC / Cascade Mask R-CNN; CascadeROIHeads subclasses): published thresholds.
 CASCADE_RECIPE = Recipe(box_thresh=0.23, maskness_thresh=0.5, maskness_weight=1.0, box_fusion=0.5)
 RECIPE_KEYS: Tuple[str, ...] = tuple(f.name for f in fields(Recipe))
-# Every recipe key is a number: unset is -1 in yacs.
-NUMERIC_RECIPE_KEYS: Tuple[str, ...] = RECIPE_KEYS
 
 
 def yacs_key(path: str) -> str:
@@ -355,7 +352,7 @@ _RECIPE = (
 )
 _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "num_iters": (_count, "an integer >= 0"),
-    **dict.fromkeys(NUMERIC_RECIPE_KEYS, _RECIPE),
+    **dict.fromkeys(RECIPE_KEYS, _RECIPE),
     "empty_mask": _choice(EMPTY_MASK_MODES),
     "maskness_source": _choice(MASKNESS_SOURCES),
     "repredict_topk": (_count, "an integer >= 0"),
