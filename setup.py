@@ -27,5 +27,8 @@ setup(
     packages=find_packages(include=["turbo", "turbo.*"]),
     python_requires=">=3.9",
     install_requires=["pycocotools>=2.0.2", "numpy", "Pillow", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={
+        "export": ["onnx", "onnxruntime"],
+        "test": ["pytest", "hypothesis", "onnx", "onnxruntime"],
+    },
 )

@@ -11,7 +11,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 
 from turbo import TurboParams
 from turbo.config import MASK_RCNN_RECIPE, PUBLISHED
-from turbo.inference import Detections, turbo_cycles
+from turbo.inference import Detections, descending_order, turbo_cycles
 from turbo.ops import edge_normalized, mask_boxes, maskness, resample_masks
 from turbo.testing import count_host_syncs
 
@@ -261,3 +261,18 @@ def test_mask_edge_normalizes_the_output_masks(changes):
     assert reached.all() == (not changes) and torch.equal(out.masks[~reached], ref.masks[~reached])
     # the plateau's mean at 1: its largest cell above
     assert (peaks[reached] >= 1).all() and (peaks[reached] > 1).any()
+
+
+def test_descending_order_is_a_stable_sort_also_under_tracing():
+    """Ties keep the lower index first, eagerly and in a trace replayed on other inputs (where
+    no stable sort exists in ONNX)."""
+    g = torch.Generator().manual_seed(3)
+
+    def stable(x):
+        return torch.sort(x, descending=True, stable=True).indices
+
+    traced = torch.jit.trace(descending_order, (torch.rand(9, generator=g),), check_trace=False)
+    for n in (0, 1, 40):
+        scores = torch.randint(0, 4, (n,), generator=g).float() / 4  # many ties
+        assert torch.equal(descending_order(scores), stable(scores))
+        assert torch.equal(traced(scores), stable(scores))

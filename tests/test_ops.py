@@ -26,6 +26,7 @@ from turbo.ops import (
     mask_boxes,
     maskness,
     resample_masks,
+    soft_nms_in_order,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -490,6 +491,39 @@ def test_soft_nms_matches_sequential_reference(
         assert set(keep.tolist()) == set(ref_keep)
         assert keep.tolist() == ref_keep  # no ties in this draw: the order is defined
         torch.testing.assert_close(new_scores, torch.tensor(ref_scores), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian", "hard"])
+@pytest.mark.parametrize("topk", [-1, 0, 1, 30, 100])
+def test_soft_nms_in_order_equals_batched_soft_nms(method: str, topk: int):
+    """The traceable form (one pick per step, in output order) gives exactly what the eager
+    form gives, ties included, and the same under a trace replayed on other inputs."""
+    g = torch.Generator().manual_seed(5)
+    for n, n_cats in [(0, 1), (1, 1), (150, 4), (400, 30)]:
+        boxes, scores, idxs = _random_detections(g, n, n_cats)
+        scores[1::3] = scores[0 : len(scores[1::3]) * 3 : 3]  # ties across and within categories
+        expected = batched_soft_nms(boxes, scores, idxs, method, 0.4, 0.5, 1e-3, topk)
+        actual = soft_nms_in_order(boxes, scores, idxs, method, 0.4, 0.5, 1e-3, topk)
+        assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+
+    def run(b, s, i):
+        return batched_soft_nms(b, s, i, method, 0.4, 0.5, 1e-3, topk)
+
+    traced = torch.jit.trace(run, _random_detections(g, 50, 3), check_trace=False)
+    for n in (0, 7, 300):
+        inputs = _random_detections(g, n, 5)
+        expected, actual = run(*inputs), traced(*inputs)
+        assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+
+
+def test_soft_nms_refuses_to_trace_a_topk_per_segment():
+    boxes, scores, idxs = _random_detections(torch.Generator().manual_seed(0), 20, 2)
+    with pytest.raises(RuntimeError, match="cannot be traced with topk_by"):
+        torch.jit.trace(
+            lambda b, s, i: batched_soft_nms(b, s, i, topk=5, topk_by=torch.zeros_like(i)),
+            (boxes, scores, idxs),
+            check_trace=False,
+        )
 
 
 def test_soft_nms_hard_equals_torchvision_batched_nms():

@@ -141,16 +141,17 @@ class TurboMixin:
     ) -> Tuple[List[Instances], Dict[str, Tensor]]:
         if self.training or not self.turbo.active:
             return super().forward(images, features, proposals, targets)
-        if torch.jit.is_tracing():
-            # A trace records one input's detection counts and Soft-NMS steps as constants and
-            # would replay other inputs wrongly: refuse rather than record a wrong graph.
+        if torch.jit.is_tracing() and len(proposals) != 1:
+            # With several images the rows are split by per-image counts read from tensors,
+            # which a trace records as constants: refuse rather than record a wrong graph.
             raise RuntimeError(
-                f"{type(self).__name__} cannot be traced with Turbo on: the traced graph would "
-                "fix the number of detections and of Soft-NMS steps of the tracing input and "
-                "give wrong outputs on other inputs. Trace with Turbo off (yacs "
-                "MODEL.TURBO.NUM_ITERS 0 and MODEL.TURBO.SOFT_NMS.ENABLED False; LazyConfig "
-                "model.roi_heads.turbo.num_iters=0 and model.roi_heads.turbo.soft_nms.enabled="
-                "False), which is Detectron2's own inference, or run the model eagerly"
+                f"{type(self).__name__} with Turbo on can be traced on one image only, got a "
+                f"batch of {len(proposals)}: per-image detection counts would become constants "
+                "of the trace and other inputs would be split wrongly. Trace with one image "
+                "(as detectron2.export.TracingAdapter does with one input), or with Turbo off "
+                "(yacs MODEL.TURBO.NUM_ITERS 0 and MODEL.TURBO.SOFT_NMS.ENABLED False; "
+                "LazyConfig model.roi_heads.turbo.num_iters=0 and "
+                "model.roi_heads.turbo.soft_nms.enabled=False)"
             )
         return self.segment(features, self.detect(features, proposals)), {}
 
@@ -254,10 +255,13 @@ class TurboMixin:
         Goes through the parent's ``_forward_mask``, so any Detectron2 mask head and pooler
         (class-specific or class-agnostic, PointRend's) works as it does upstream.
         """
-        per_image = [
-            Instances(size, pred_boxes=Boxes(b), pred_classes=c)
-            for size, b, c in zip(image_sizes, boxes.split(counts), classes.split(counts))
-        ]
+        if len(image_sizes) == 1:  # no split by a count: a trace keeps the row count dynamic
+            per_image = [Instances(image_sizes[0], pred_boxes=Boxes(boxes), pred_classes=classes)]
+        else:
+            per_image = [
+                Instances(size, pred_boxes=Boxes(b), pred_classes=c)
+                for size, b, c in zip(image_sizes, boxes.split(counts), classes.split(counts))
+            ]
         per_image = self._forward_mask(features, per_image)
         return finite_probs(cat([x.pred_masks for x in per_image])[:, 0])
 

@@ -37,6 +37,7 @@ __all__ = [
     "soft_nms_detections",
     "turbo_cycles",
     "per_image_instances",
+    "descending_order",
 ]
 
 # predict(boxes (n, 4), classes (n,), counts) -> (n, M, M) finite mask probabilities of the
@@ -53,7 +54,9 @@ class Detections:
     scores: Tensor  # (N,) finite
     image_hw: Tensor  # (N, 2) int64 height and width of each row's image
     image_index: Tensor  # (N,) int64 image of each row
-    counts: Tuple[int, ...]  # rows per image
+    # rows per image; with one image only its length is used (a trace keeps the row count
+    # dynamic, not this number)
+    counts: Tuple[int, ...]
 
     @classmethod
     def from_instances(cls, instances: Sequence[Instances]) -> Detections:
@@ -64,20 +67,30 @@ class Detections:
         """
         counts = tuple(len(x) for x in instances)
         boxes = cat([x.pred_boxes.tensor for x in instances])
+        classes = cat([x.pred_classes for x in instances])
         dev = boxes.device
         sizes = [x.image_size for x in instances]
-        return cls(
-            boxes=boxes,
-            classes=cat([x.pred_classes for x in instances]),
-            scores=finite_probs(cat([x.scores for x in instances])),
-            image_hw=torch.stack(
+        if len(instances) == 1:
+            # from the rows themselves, not from ``counts``: a trace keeps their number
+            # dynamic (the image size may be traced too)
+            image_index = torch.zeros_like(classes)
+            size = sizes[0]  # (h, w) Python ints, or a (2,) tensor under tracing
+            image_hw = torch.stack([image_index + size[0], image_index + size[1]], dim=1)
+        else:
+            image_index = _per_row(range(len(counts)), counts, dev)
+            image_hw = torch.stack(
                 [
                     _per_row([h for h, _ in sizes], counts, dev),
                     _per_row([w for _, w in sizes], counts, dev),
                 ],
                 dim=1,
-            ),
-            image_index=_per_row(range(len(counts)), counts, dev),
+            )
+        return cls(
+            boxes=boxes,
+            classes=classes,
+            scores=finite_probs(cat([x.scores for x in instances])),
+            image_hw=image_hw,
+            image_index=image_index,
             counts=counts,
         )
 
@@ -145,9 +158,9 @@ def soft_nms_detections(
         num_reg = b.shape[1] // 4  # 1 (class-agnostic regression) or K
         b = Boxes(b.reshape(-1, 4))
         b.clip(shape)
-        b = b.tensor.view(len(s), num_reg, 4)
+        b = b.tensor.view(s.shape[0], num_reg, 4)
         rows, cls = (s > score_thresh).nonzero(as_tuple=True)
-        all_boxes.append(b[rows, cls if num_reg > 1 else 0])
+        all_boxes.append(b[rows, cls % num_reg])  # column 0 when class-agnostic
         all_scores.append(s[rows, cls])
         all_classes.append(cls)
         all_images.append(torch.full_like(cls, i))
@@ -156,6 +169,7 @@ def soft_nms_detections(
         cat(x) if x else torch.zeros(0, device=device)
         for x in (all_boxes, all_scores, all_classes, all_images)
     )
+    one_image = len(image_shapes) == 1
     keep, kept_scores = batched_soft_nms(
         b,
         s,
@@ -165,14 +179,17 @@ def soft_nms_detections(
         sigma=soft_nms.sigma,
         min_score=soft_nms.min_score,
         topk=topk_per_image,
-        topk_by=im,
+        topk_by=None if one_image else im,
     )
-    # ``keep`` is sorted by score over the whole batch, at most ``topk_per_image`` per image;
-    # a stable sort by image keeps that order inside each image.
-    im_kept = im[keep]
-    by_image = torch.sort(im_kept, stable=True).indices
-    keep, kept_scores = keep[by_image], kept_scores[by_image]
-    counts = torch.bincount(im_kept, minlength=len(image_shapes)).tolist()  # one host sync
+    if one_image:  # no count to read back: a trace keeps the number of detections dynamic
+        counts = [0]
+    else:
+        # ``keep`` is sorted by score over the whole batch, at most ``topk_per_image`` per
+        # image; a stable sort by image keeps that order inside each image.
+        im_kept = im[keep]
+        by_image = torch.sort(im_kept, stable=True).indices
+        keep, kept_scores = keep[by_image], kept_scores[by_image]
+        counts = torch.bincount(im_kept, minlength=len(image_shapes)).tolist()  # one host sync
     return per_image_instances(
         image_shapes,
         counts,
@@ -229,7 +246,7 @@ def turbo_cycles(
     for _ in range(p.num_iters):
         # turbo detection: mask-to-box refinement
         mask_box, found = mask_boxes(masks, boxes, detections.image_hw, p.box_thresh)
-        found_all &= found
+        found_all = found_all & found
         refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
         # turbo segmentation: the mask head again, in the refined boxes
         if not p.adaptive:  # every row: no data-dependent shapes, no host sync
@@ -295,20 +312,37 @@ def per_image_instances(
 
     ``fields``: name -> tensor (or ``Boxes``) of N rows; ``keep``: optional (N,) bool of the
     rows to keep; ``sort``: sort each image's rows by ``scores``, descending (ties keep the
-    row order).
+    row order). With one image every row is its own and ``counts`` is not read.
     """
     results = []
     start = 0
     for size, n in zip(image_sizes, counts):
-        sl = slice(start, start + n)
+        sl = slice(None) if len(image_sizes) == 1 else slice(start, start + n)
         start += n
         r = Instances(size, **{k: v[sl] for k, v in fields.items()})
         if keep is not None:
             r = r[keep[sl]]
         if sort:
-            r = r[torch.sort(r.scores, descending=True, stable=True).indices]
+            r = r[descending_order(r.scores)]
         results.append(r)
     return results
+
+
+def descending_order(scores: Tensor) -> Tensor:
+    """(N,) int64 indices that sort ``scores`` (N,) descending, ties by the lower index: a
+    stable sort, also under tracing.
+
+    ONNX has no stable sort (``torch.sort(stable=True)`` does not export, and an unstable sort
+    may order ties differently in TorchScript and in ONNX), so a trace ranks each score by
+    counting those that come before it (O(N^2), N the detections of one image) and sorts the
+    ranks, which are distinct.
+    """
+    if not torch.jit.is_tracing():
+        return torch.sort(scores, descending=True, stable=True).indices
+    idx = torch.arange(scores.shape[0], device=scores.device)
+    higher = scores[None, :] > scores[:, None]
+    tied_before = (scores[None, :] == scores[:, None]) & (idx[None, :] < idx[:, None])
+    return torch.argsort((higher | tied_before).sum(dim=1))
 
 
 def _top_rows(detections: Detections, k: int) -> Tuple[Tensor, List[int]]:
@@ -316,9 +350,11 @@ def _top_rows(detections: Detections, k: int) -> Tuple[Tensor, List[int]]:
     by image in image order, and their count per image; known from the counts, no host sync."""
     counts = detections.counts
     dev = detections.scores.device
+    order = descending_order(detections.scores)
+    if len(counts) == 1:  # a slice, not a size from the count: a trace keeps it dynamic
+        return order[:k], [min(counts[0], k)]
     # rows in order of score within each image (images in order): the first k of each
     # image's segment are its top k
-    order = torch.argsort(detections.scores, descending=True, stable=True)
     order = order[torch.sort(detections.image_index[order], stable=True).indices]
     starts = [sum(counts[:i]) for i in range(len(counts))]
     top = [min(n, k) for n in counts]

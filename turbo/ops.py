@@ -20,6 +20,7 @@ __all__ = [
     "mask_boxes",
     "resample_masks",
     "batched_soft_nms",
+    "soft_nms_in_order",
     "INTERIOR_EDGE",
     "SOFT_NMS_METHODS",
     "SOFT_NMS_IOU_THRESH",
@@ -129,9 +130,9 @@ def _image_hw(
     """(h, w) pair or (N, 2) tensor of per-row (h, w) -> two (N,) float32 tensors."""
     if isinstance(image_size, Tensor):
         size = image_size.to(device=device, dtype=torch.float32)
-        if size.shape == (2,):
+        if size.dim() == 1:
             size = size.expand(n, 2)
-        if size.shape != (n, 2):
+        if not torch.jit.is_tracing() and size.shape != (n, 2):  # a trace has no caller error
             raise ValueError(
                 f"image_size tensor must have shape (2,) or (N, 2) = ({n}, 2), "
                 f"got {tuple(size.shape)}"
@@ -199,9 +200,9 @@ def _column_extent(
     # instead of ``gather``'s index per element (same values, several times faster)
     top = ((i + 1).long() + torch.arange(n, device=dev)[:, None] * (n_r + 2)).flatten()
     flat = padded.reshape(n * (n_r + 2), n_c + 2)
-    v = flat.index_select(0, top).view(n, -1, n_c + 2)
+    v = flat.index_select(0, top).view(n, rows.shape[1], n_c + 2)
     # (N, K, C + 2): row profiles over padded columns -1..C
-    v = v.lerp_(flat.index_select(0, top + 1).view(n, -1, n_c + 2), s)
+    v = v.lerp_(flat.index_select(0, top + 1).view(n, rows.shape[1], n_c + 2), s)
 
     # Passing part of each column interval [j, j + 1], j = -1..C-1, on one candidate row: all,
     # none, or the part on one side of the threshold crossing j + (t - a) / (b - a). Every part
@@ -223,11 +224,16 @@ def _column_extent(
     tiny = torch.finfo(dt).tiny
     d = a - threshold
     e = a - b
-    q = e.clamp(min=tiny)
-    reach = torch.div(d, q, out=q).max(dim=1).values.clamp(max=1.0)  # < 0: none
-    e = torch.div(d, e.clamp_(max=-tiny), out=e)
-    fails = torch.sub(b, threshold, out=q).sign_().mul_(-2.0)  # sign(t - b) * 2
-    start = torch.maximum(e, fails, out=e).min(dim=1).values.clamp(min=0.0)  # > 1: none
+    if torch.jit.is_tracing():  # the same values without ``out=``, which ONNX cannot hold
+        reach = (d / e.clamp(min=tiny)).max(dim=1).values.clamp(max=1.0)
+        fails = (b - threshold).sign() * -2.0
+        start = torch.maximum(d / e.clamp(max=-tiny), fails).min(dim=1).values.clamp(min=0.0)
+    else:
+        q = e.clamp(min=tiny)
+        reach = torch.div(d, q, out=q).max(dim=1).values.clamp(max=1.0)  # < 0: none
+        e = torch.div(d, e.clamp_(max=-tiny), out=e)
+        fails = torch.sub(b, threshold, out=q).sign_().mul_(-2.0)  # sign(t - b) * 2
+        start = torch.maximum(e, fails, out=e).min(dim=1).values.clamp(min=0.0)  # > 1: none
     j = torch.arange(-1, n_c, dtype=dt, device=dev)
     p_lo = torch.stack([j.expand_as(reach), j + start], dim=2)  # (N, C + 1, 2)
     p_hi = torch.stack([j + reach, (j + 1).expand_as(start)], dim=2)
@@ -280,13 +286,15 @@ def mask_boxes(
     non-empty.
     """
     probs = _as_mask_stack(mask_probs)
-    if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != probs.shape[0]:
+    if boxes.dim() != 2 or (
+        not torch.jit.is_tracing() and (boxes.shape[1] != 4 or boxes.shape[0] != probs.shape[0])
+    ):
         raise ValueError(
             f"boxes must have shape (N, 4) with N = {probs.shape[0]}, got {tuple(boxes.shape)}"
         )
     n = boxes.shape[0]
     dev = boxes.device
-    if n == 0:
+    if not torch.jit.is_tracing() and n == 0:  # a trace must hold the general path
         return boxes.clone(), torch.zeros(0, dtype=torch.bool, device=dev)
     h, w = _image_hw(image_size, n, dev)
     box = boxes.to(torch.float32)
@@ -335,7 +343,7 @@ def resample_masks(mask_probs: Tensor, boxes: Tensor, new_boxes: Tensor) -> Tens
     """
     probs = _as_mask_stack(mask_probs)
     n, m = probs.shape[0], probs.shape[-1]
-    if n == 0:
+    if not torch.jit.is_tracing() and n == 0:  # a trace must hold the general path
         return probs.clone()
     dt = probs.dtype if probs.is_floating_point() else torch.float32
     b, nb = boxes.to(dt), new_boxes.to(dt)
@@ -407,6 +415,13 @@ def batched_soft_nms(
     many and ``topk`` is small (a detector's 100 per image).
     """
     _validate_soft_nms(method, iou_threshold, sigma, min_score)
+    if torch.jit.is_tracing():
+        if topk_by is not None:
+            raise RuntimeError(
+                "batched_soft_nms cannot be traced with topk_by (a top-k per segment, e.g. "
+                "per image of a batch): trace one segment (one image) with topk_by=None"
+            )
+        return soft_nms_in_order(boxes, scores, idxs, method, iou_threshold, sigma, min_score, topk)
     dev = scores.device
     empty = (torch.zeros(0, dtype=torch.int64, device=dev), scores.new_zeros(0))
     if scores.numel() == 0:
@@ -534,3 +549,63 @@ def _topk_settled(
     )
     settled = torch.isneginf(seg_live) | (seg_above >= topk)
     return bool(settled.all())
+
+
+@torch.jit.script_if_tracing
+def soft_nms_in_order(
+    boxes: Tensor,
+    scores: Tensor,
+    idxs: Tensor,
+    method: str,
+    iou_threshold: float,
+    sigma: float,
+    min_score: float,
+    topk: int,
+) -> Tuple[Tensor, Tensor]:
+    """:func:`batched_soft_nms` (no ``topk_by``) computed one pick at a time, in output order:
+    the form a trace or an ONNX graph can hold. Arguments and results as there.
+
+    Each step picks the live box with the highest current score over all categories (ties:
+    the lowest input index) and decays the live boxes of its category. A category's picks are
+    those of per-category Soft-NMS, since only its own picks decay it, and scores only decay,
+    so the picks come out in the output order: the first ``topk`` steps give the result.
+    The step count is fixed by the input size, ``min(candidates, topk)``, and the buffers are
+    preallocated, so the loop has no data-dependent exit or shape: TorchScript and ONNX
+    (``Loop``) replay it for any number of boxes. Each step costs O(N), against O(G * L) for
+    all categories at once in :func:`batched_soft_nms`, which eager inference keeps (fewer
+    steps on a batch). Scripted when called under tracing.
+    """
+    work = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    cand = torch.nonzero(scores >= min_score).squeeze(1)  # ascending input index
+    bx = boxes[cand].to(work)
+    cur = scores[cand].to(work)
+    cats = idxs[cand]
+    area = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
+    dead = torch.full_like(cur, float("-inf"))
+    n = cand.shape[0]
+    steps = n if topk < 0 else min(n, topk)
+    picks = torch.zeros(steps, dtype=torch.int64, device=scores.device)
+    picked = torch.full((steps,), float("-inf"), dtype=work, device=scores.device)
+    for step in range(steps):
+        best = torch.argmax(cur)  # first max; all dead: a dead box, recorded as -inf
+        picks[step] = best
+        picked[step] = cur[best]
+        pb = bx[best]
+        lt = torch.maximum(bx[:, :2], pb[:2])
+        rb = torch.minimum(bx[:, 2:], pb[2:])
+        wh = (rb - lt).clamp(min=0)
+        inter = wh[:, 0] * wh[:, 1]
+        iou = torch.nan_to_num(inter / (area + area[best] - inter), nan=0.0)
+        if method == "linear":
+            decayed = cur * torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+        elif method == "gaussian":
+            decayed = cur * torch.exp(-(iou * iou) / sigma)
+        else:
+            decayed = torch.where(iou > iou_threshold, dead, cur)
+        decayed = torch.where(cats == cats[best], decayed, cur)
+        # below min_score dies; this also turns -inf * 0 = NaN of dead boxes back into -inf
+        cur = torch.where(decayed >= min_score, decayed, dead).index_fill(
+            0, best.view(1), float("-inf")
+        )
+    taken = torch.isfinite(picked)
+    return cand[picks[taken]], picked[taken].to(scores.dtype)

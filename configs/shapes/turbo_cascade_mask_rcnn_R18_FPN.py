@@ -13,6 +13,7 @@ from turbo.lazy import make_cascade, use_turbo
 from .turbo_mask_rcnn_R18_FPN import (
     _CHANNELS,
     _REPO,
+    dataloader,  # noqa: F401 (the Mask R-CNN config's data, part of this config)
     lr_multiplier,
     model,
     train,
