@@ -7,11 +7,16 @@
    each on a 4000x4000 input (measured in a child process).
 2. ``turbo.ops.batched_soft_nms`` on ~2,000 candidates over 80 classes against
    torchvision's hard ``batched_nms``, with the top 100 kept as the heads keep them (its steps
-   stop once the top 100 is settled) and with every step run.
+   stop once the top 100 is settled) and with every step run; and at LVIS scale (1,203
+   classes, top 300, scores down to 1e-4, 5,000 to 80,000 candidates of
+   ``turbo.testing.lvis_like_candidates``) against Detectron2's ``batched_nms``.
 3. End to end at 800x1333 with 100 detections per image, random weights (nothing can be
    downloaded here; the mask heads cost what a trained one costs): one turbo cycle against
-   the baseline for Mask R-CNN R50-FPN (28x28 masks) and PointRend R50-FPN (224x224 masks).
-4. Host syncs in the turbo cycles of the shapes reference Mask R-CNN, per setting.
+   the baseline for Mask R-CNN R50-FPN (28x28 masks) and PointRend R50-FPN (224x224 masks);
+   and the mask stage of an LVIS Mask R-CNN (1,230-class mask head) at 300 detections, with
+   every mask re-predicted and with the rank gate.
+4. Host syncs in the turbo cycles of the shapes reference Mask R-CNN, per setting, and in
+   the Soft-NMS detection stage.
 
 Every timing is a median over ``--repeats`` after warm-up, the variants alternating::
 
@@ -141,6 +146,114 @@ def bench_soft_nms(device, repeats):
     return rows, t["top100"]
 
 
+def bench_lvis_soft_nms(device, repeats):
+    """Soft-NMS at LVIS scale (1,203 classes, top 300, scores down to 1e-4) against the hard
+    NMS Detectron2's ``fast_rcnn_inference`` runs, at several candidate counts."""
+    from detectron2.layers import batched_nms
+
+    from turbo.benchmark.timing import time_calls
+    from turbo.ops import batched_soft_nms
+    from turbo.testing import lvis_like_candidates
+
+    rows, seconds = [], {}
+    for per in (5, 20, 80):
+        c = tuple(t.to(device) for t in lvis_like_candidates(per_proposal=per))
+        boxes = c[0]
+        t = time_calls(
+            {
+                "soft": lambda c=c: batched_soft_nms(*c, min_score=1e-4, topk=300),
+                "hard": lambda c=c: batched_nms(*c, 0.5)[:300],
+            },
+            repeats,
+            device=device,
+        )
+        seconds[len(boxes)] = t["soft"]
+        rows.append(
+            (
+                f"Soft-NMS, {len(boxes):,} candidates / 1,203 classes, top 300: soft / hard NMS",
+                f"{t['soft'] * 1e3:.1f} ms / {t['hard'] * 1e3:.1f} ms",
+                f"{t['soft'] / t['hard']:.2f}x hard NMS",
+            )
+        )
+    return rows, seconds
+
+
+def bench_lvis_cycle(device, repeats):
+    """The mask stage at 300 detections with an LVIS model's 1,230-class mask head (random
+    weights, 800x1333): upstream's one mask-head pass against Turbo's first masks + one
+    cycle, with every mask re-predicted and with the rank gate."""
+    from detectron2.structures import Boxes, Instances
+
+    from turbo.benchmark.timing import time_calls
+    from turbo.build import build_turbo_model, load_config
+    from turbo.testing import lvis_like_candidates
+
+    cfg = load_config(
+        os.path.join(
+            REPO_ROOT, "configs/LVISv0.5-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_1x.yaml"
+        )
+    )
+    torch.manual_seed(0)
+    model = build_turbo_model(cfg, device).eval()
+    heads = model.roi_heads
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 800, 1333, generator=g) * 255).to(device)
+    boxes, scores, cls = lvis_like_candidates(num_classes=1230)
+    top = torch.argsort(scores, descending=True)[:300]
+    det = Instances(
+        (800, 1333),
+        pred_boxes=Boxes(boxes[top].to(device)),
+        scores=scores[top].to(device),
+        pred_classes=cls[top].to(device),
+    )
+    with torch.no_grad():
+        images = model.preprocess_image([{"image": image}])
+        features = model.backbone(images.tensor)
+
+        def upstream():
+            with heads.turbo_params(num_iters=0, soft_nms={"enabled": False}):
+                return heads.forward_with_given_boxes(features, [det])
+
+        def turbo(k):
+            with heads.turbo_params(repredict_topk=k):
+                return heads.refine(features, [det])
+
+        t = time_calls(
+            {
+                "backbone": lambda: model.backbone(images.tensor),
+                "upstream": upstream,
+                "all": lambda: turbo(0),
+                "gate15": lambda: turbo(15),
+                "gate50": lambda: turbo(50),
+            },
+            repeats,
+            warmup=1,
+            device=device,
+        )
+    base = t["upstream"]
+    rows = [
+        (
+            "LVIS mask stage, 300 dets, 1,230-class mask head: upstream mask head / backbone",
+            f"{base * 1e3:.0f} ms / {t['backbone'] * 1e3:.0f} ms",
+            f"{base / t['backbone']:.2f}x the backbone",
+        )
+    ]
+    for key, label in (
+        ("all", "every mask re-predicted (default)"),
+        ("gate50", "rank gate REPREDICT_TOPK 50"),
+        ("gate15", "rank gate REPREDICT_TOPK 15"),
+    ):
+        rows.append(
+            (
+                f"LVIS mask stage, 300 dets: Turbo 1 cycle, {label} / upstream",
+                f"{t[key] * 1e3:.0f} ms / {base * 1e3:.0f} ms",
+                f"{t[key] / base:.2f}x; +{(t[key] - base) / (base + t['backbone']) * 100:.0f}% "
+                "of backbone + mask stage",
+            )
+        )
+    return rows
+
+
 def random_model(config: str, device: str, num_iters: int):
     """A model of ``config`` with random weights, 100 distinct boxes out of every image
     (``turbo.testing.zero_box_regression``), as from a trained model."""
@@ -162,7 +275,7 @@ def random_model(config: str, device: str, num_iters: int):
     return zero_box_regression(build_turbo_model(cfg, device)).eval()
 
 
-def bench_end_to_end(device, repeats, soft_nms_seconds):
+def bench_end_to_end(device, repeats, soft_nms_seconds, lvis_soft_nms_seconds):
     from turbo.benchmark.timing import time_calls
 
     g = torch.Generator().manual_seed(0)
@@ -211,6 +324,14 @@ def bench_end_to_end(device, repeats, soft_nms_seconds):
                     f"{100 * soft_nms_seconds / t['baseline']:.2f}%",
                 )
             )
+            for n, seconds in lvis_soft_nms_seconds.items():
+                rows.append(
+                    (
+                        f"Soft-NMS (LVIS scale, top 300 of {n:,}) against one R50-FPN inference",
+                        f"{seconds * 1e3:.1f} ms of {t['baseline'] * 1e3:.0f} ms",
+                        f"{100 * seconds / t['baseline']:.2f}%",
+                    )
+                )
     return rows
 
 
@@ -221,6 +342,7 @@ def bench_host_syncs(device, dataset):
     from turbo.build import load_model
     from turbo.config import PUBLISHED, TurboParams
     from turbo.datasets import register_synthetic_datasets
+    from turbo.inference import soft_nms_detections
     from turbo.testing import count_host_syncs
 
     register_synthetic_datasets()
@@ -243,13 +365,22 @@ def bench_host_syncs(device, dataset):
                 det = heads.detect(prefix.features, prefix.proposals)
                 with count_host_syncs(heads) as syncs:
                     heads.refine(prefix.features, det)
-            counts[name] = len(syncs)
+            counts[f"the turbo cycle, 1 image, 100 dets: {name}"] = len(syncs)
+        # the suppression of the detection stage alone (the box head's pooler syncs as upstream)
+        boxes, scores = heads.box_candidates(prefix.features, prefix.proposals)
+        predictor = heads.box_predictor
+        with count_host_syncs(heads) as syncs:
+            soft_nms_detections(
+                boxes,
+                scores,
+                [p.image_size for p in prefix.proposals],
+                predictor.test_score_thresh,
+                predictor.test_topk_per_image,
+                heads.turbo.soft_nms,
+            )
+        counts["Soft-NMS detection (soft_nms_detections), 1 image"] = len(syncs)
     return [
-        (
-            f"host syncs in the turbo cycle, 1 image, 100 dets: {name}",
-            str(n),
-            "none" if n == 0 else "host waits for the device",
-        )
+        (f"host syncs in {name}", str(n), "none" if n == 0 else "host waits for the device")
         for name, n in counts.items()
     ]
 
@@ -262,8 +393,11 @@ def main(argv=None):
     rows = bench_mask_boxes(dev, args.repeats, 28) + bench_mask_boxes(dev, args.repeats, 224)
     nms_rows, soft_nms_seconds = bench_soft_nms(dev, args.repeats)
     rows += nms_rows
+    lvis_rows, lvis_seconds = bench_lvis_soft_nms(dev, args.repeats)
+    rows += lvis_rows
     if not args.skip_e2e:
-        rows += bench_end_to_end(dev, args.e2e_repeats, soft_nms_seconds)
+        rows += bench_end_to_end(dev, args.e2e_repeats, soft_nms_seconds, lvis_seconds)
+        rows += bench_lvis_cycle(dev, args.e2e_repeats)
     rows += bench_host_syncs(dev, args.shapes_dataset)
     threads = f", {torch.get_num_threads()} threads" if dev == "cpu" else ""
     print(

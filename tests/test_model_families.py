@@ -1,18 +1,26 @@
 """Turbo on every Detectron2 model family with ROI heads, each a small randomly initialised
 model built from the real config file with reduced sizes: yacs Mask R-CNN and cascade,
-new-baselines LazyConfig Mask R-CNN, ViTDet Mask and Cascade, MViTv2 Cascade, PointRend, a
-user's own head subclass, and box-only Faster R-CNN / Cascade R-CNN.
+Panoptic FPN (R50, and R101 with deformable convolutions, group norm and a cascade; yacs and
+LazyConfig), Cityscapes and LVIS (v0.5, v1) Mask R-CNN, new-baselines LazyConfig Mask R-CNN,
+ViTDet Mask and Cascade, MViTv2 Cascade, PointRend, a user's own head subclass, and box-only
+Faster R-CNN / Cascade R-CNN.
 
-For each: with no cycle and Soft-NMS off the outputs equal the upstream heads' exactly; with
-Turbo on, boxes, scores, classes and masks have the right shapes and frames, and every mask
-is the mask head's prediction in its output box."""
+For each: with no cycle and Soft-NMS off the outputs equal the upstream heads' exactly (for
+Panoptic FPN the semantic and panoptic outputs too); with Turbo on, boxes, scores, classes and
+masks have the right shapes and frames, every mask is the mask head's prediction in its output
+box, and Panoptic FPN's panoptic segments are its instances' masks and semantic classes. The
+configs of model-zoo models are the zoo's configs but for the turbo heads and the zoo's trained
+weights."""
 
 import copy
 import os
+import types
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, configurable, instantiate
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, LazyConfig, configurable, instantiate
+from detectron2.layers import DeformConv
 from detectron2.modeling.roi_heads import (
     ROI_HEADS_REGISTRY,
     CascadeROIHeads,
@@ -21,10 +29,11 @@ from detectron2.modeling.roi_heads import (
 )
 from detectron2.structures import Instances
 from detectron2.utils.registry import locate
+from omegaconf import OmegaConf
 
 from turbo import TurboMixin, TurboParams, turbo_heads
 from turbo.benchmark.runner import run_heads, run_prefix
-from turbo.config import CASCADE_RECIPE, MASK_RCNN_RECIPE
+from turbo.config import CASCADE_RECIPE, MASK_RCNN_RECIPE, get_turbo_cfg
 from turbo.testing import (
     assert_masks_predicted_in_boxes,
     assert_same_instances,
@@ -83,6 +92,25 @@ POINTREND = {
     "MODEL.ROI_MASK_HEAD.FC_DIM": 64,
     "TEST.DETECTIONS_PER_IMAGE": 10,
 }
+PANOPTIC = {
+    "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 4,
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,  # group norm's 32 groups
+    # the zoo's 4096 pixels for a stuff region, scaled to the tiny images
+    "MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT": 64,
+}
+# R101 with deformable res3-res5 and group norm as configured; widths that group norm's 32
+# groups divide. The random cascade's scores stay below 0.5 once rescored by Maskness
+# (weight 1.0): a lower merge threshold lets its instances into the panoptic map.
+PANOPTIC_DCONV_GN = {
+    **PANOPTIC,
+    "MODEL.RESNETS.DEPTH": 101,
+    "MODEL.RESNETS.WIDTH_PER_GROUP": 32,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+    "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH": 0.2,
+}
+# LVIS's 300 detections per image, not the tiny models' 40 (its score threshold 1e-4 is the
+# config's)
+LVIS = {"MODEL.ROI_HEADS.NUM_CLASSES": 8, "TEST.DETECTIONS_PER_IMAGE": 300}
 YACS = {
     "mask_rcnn": (
         "COCO-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_3x.yaml",
@@ -108,12 +136,53 @@ YACS = {
         "SharpMaskROIHeads",
         {},
     ),
+    "panoptic_fpn": (
+        "COCO-PanopticSegmentation/turbo_panoptic_fpn_R_50_3x.yaml",
+        "TurboROIHeads",
+        "StandardROIHeads",
+        PANOPTIC,
+    ),
+    "panoptic_fpn_dconv_cascade_gn": (
+        "Misc/turbo_panoptic_fpn_R_101_dconv_cascade_gn_3x.yaml",
+        "TurboCascadeROIHeads",
+        "CascadeROIHeads",
+        PANOPTIC_DCONV_GN,
+    ),
+    "cityscapes": (
+        "Cityscapes/turbo_mask_rcnn_R_50_FPN.yaml",
+        "TurboROIHeads",
+        "StandardROIHeads",
+        {},
+    ),
+    "lvis_v0.5": (
+        "LVISv0.5-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_1x.yaml",
+        "TurboROIHeads",
+        "StandardROIHeads",
+        LVIS,
+    ),
+    "lvis_v1": (
+        "LVISv1-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_1x.yaml",
+        "TurboROIHeads",
+        "StandardROIHeads",
+        LVIS,
+    ),
 }
+
+
+def deform_offsets(model, seed: int = 0):
+    """Give the deformable convolutions' offset layers non-trivial weights, in place:
+    Detectron2 initialises them at zero, where a deformable convolution is a plain one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "conv2_offset" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
 
 
 def _yacs_pair(family, turbo):
     config, head, parent, extra = YACS[family]
-    up = build(tiny_cfg(parent, base=config, **extra))
+    up = deform_offsets(build(tiny_cfg(parent, base=config, **extra)))
     tb = build(tiny_cfg(head, base=config, **extra, **turbo), state_dict=up.state_dict())
     return up, tb
 
@@ -149,6 +218,15 @@ LAZY = {
             "model.backbone.bottom_up.embed_dim=32",
             "model.backbone.bottom_up.depth=4",
             "model.backbone.bottom_up.last_block_indexes=[0,1,2,3]",
+        ],
+    ),
+    "panoptic_fpn_lazy": (
+        "COCO-PanopticSegmentation/turbo_panoptic_fpn_R_50_1x.py",
+        _SMALL_HEADS
+        + [
+            "model.sem_seg_head.num_classes=4",
+            "model.sem_seg_head.conv_dims=32",
+            "model.combine_stuff_area_thresh=64",
         ],
     ),
 }
@@ -194,6 +272,34 @@ def _pair(family, on):
 
 
 FAMILIES = list(YACS) + list(LAZY)
+PANOPTIC_FAMILIES = ("panoptic_fpn", "panoptic_fpn_dconv_cascade_gn", "panoptic_fpn_lazy")
+
+
+def assert_valid_panoptic_outputs(outputs, inputs, model):
+    """Panoptic FPN's outputs in the original image frame: per-class semantic scores, and a
+    panoptic map whose thing segments lie in their instances' masks (class and score theirs,
+    the score above the merge's threshold) and whose stuff segments are regions of their
+    semantic class of at least the merge's area."""
+    num_classes = model.sem_seg_head.predictor.out_channels
+    for r, x in zip(outputs, inputs):
+        h, w = x["height"], x["width"]
+        inst, sem = r["instances"], r["sem_seg"]
+        seg, info = r["panoptic_seg"]
+        assert sem.shape == (num_classes, h, w) and torch.isfinite(sem).all()
+        assert seg.shape == (h, w) and seg.dtype == torch.int32
+        assert set(seg.unique().tolist()) - {0} == {s["id"] for s in info}
+        labels = sem.argmax(dim=0)
+        for s in info:
+            region = seg == s["id"]
+            if s["isthing"]:
+                i = s["instance_id"]
+                assert s["category_id"] == int(inst.pred_classes[i])
+                assert s["score"] == float(inst.scores[i])
+                assert s["score"] >= model.combine_instances_score_thresh
+                assert not (region & ~inst.pred_masks[i]).any()
+            else:
+                assert not (region & (labels != s["category_id"])).any()
+                assert int(region.sum()) == s["area"] >= model.combine_stuff_area_thresh
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -203,8 +309,21 @@ def test_no_cycle_without_soft_nms_is_upstream(family):
     with torch.no_grad():
         a, b = up(copy.deepcopy(images)), tb(copy.deepcopy(images))
     assert sum(len(x["instances"]) for x in a) > 0, family
+    panoptic = family in PANOPTIC_FAMILIES
     for ra, rb in zip(a, b):
+        assert (
+            set(ra)
+            == set(rb)
+            == ({"instances", "sem_seg", "panoptic_seg"} if panoptic else {"instances"})
+        )
         assert_same_instances(ra["instances"], rb["instances"])
+        if panoptic:
+            assert torch.equal(ra["sem_seg"], rb["sem_seg"])
+            (seg_a, info_a), (seg_b, info_b) = ra["panoptic_seg"], rb["panoptic_seg"]
+            assert torch.equal(seg_a, seg_b) and info_a == info_b
+    if panoptic:  # the merge had things and stuff to merge
+        segments = [s for r in a for s in r["panoptic_seg"][1]]
+        assert {s["isthing"] for s in segments} == {True, False}, family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -219,6 +338,13 @@ def test_turbo_outputs(family):
     out = run_heads(tb, prefix)
     assert sum(len(o) for o in out) > 0
     mask_size = 224 if family == "pointrend" else 28
+    if family.startswith("lvis"):  # LVIS's score threshold and detections per image
+        assert heads.box_predictor.test_score_thresh == 1e-4
+        assert heads.box_predictor.test_topk_per_image == 300
+        # Soft-NMS keeps detections below its default min_score (0.001), down to the threshold
+        with torch.no_grad():
+            scores = torch.cat([d.scores for d in heads.detect(prefix.features, prefix.proposals)])
+        assert 1e-4 <= float(scores.min()) < 1e-3
     for o, size in zip(out, prefix.images.image_sizes):
         assert o.image_size == size
         assert_valid_roi_outputs(o, mask_size)
@@ -231,6 +357,30 @@ def test_turbo_outputs(family):
     with torch.no_grad():
         res = tb(copy.deepcopy(images))
     assert_valid_model_outputs(res, images)
+    if family in PANOPTIC_FAMILIES:
+        assert_valid_panoptic_outputs(res, images, tb)
+        assert any(s["isthing"] for r in res for s in r["panoptic_seg"][1]), family
+
+
+def test_panoptic_dconv_cascade_gn_keeps_its_parts():
+    """The reduced R101 panoptic cascade still has what its config names: 23 res4 blocks,
+    deformable convolutions in res3-res5 (with the offsets the family tests give them), group
+    norm in the backbone, FPN and mask head, three cascade stages."""
+    config, _, parent, extra = YACS["panoptic_fpn_dconv_cascade_gn"]
+    model = deform_offsets(build(tiny_cfg(parent, base=config, **extra)))
+    bottom_up = model.backbone.bottom_up
+    assert [len(getattr(bottom_up, f"res{i}")) for i in range(2, 6)] == [3, 4, 23, 3]
+    for i in range(2, 6):
+        deform = [m for m in getattr(bottom_up, f"res{i}").modules() if isinstance(m, DeformConv)]
+        assert len(deform) == (0 if i == 2 else len(getattr(bottom_up, f"res{i}"))), i
+        assert all(
+            b.conv2_offset.weight.abs().sum() > 0
+            for b in getattr(bottom_up, f"res{i}")
+            if hasattr(b, "conv2_offset")
+        )
+    for part in (bottom_up, model.backbone.fpn_lateral2, model.roi_heads.mask_head):
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in part.modules())
+    assert model.roi_heads.num_cascade_stages == 3
 
 
 def test_user_subclass_through_the_factory():
@@ -361,3 +511,113 @@ def test_every_family_config_loads_without_a_source_checkout():
         assert cfg.train.init_checkpoint.startswith(("detectron2://", "https://"))
         assert "turbo" in cfg.model.roi_heads
         assert isinstance(instantiate(cfg.model.roi_heads.turbo), TurboParams)
+
+
+# turbo config -> (its model-zoo config, whether the zoo has trained weights for it)
+ZOO = {
+    "COCO-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_3x.yaml": (
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
+        True,
+    ),
+    "COCO-InstanceSegmentation/turbo_cascade_mask_rcnn_R_50_FPN_3x.yaml": (
+        "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml",
+        True,
+    ),
+    "COCO-Detection/turbo_faster_rcnn_R_50_FPN_3x.yaml": (
+        "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        True,
+    ),
+    "COCO-Keypoints/turbo_keypoint_rcnn_R_50_FPN_3x.yaml": (
+        "COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x.yaml",
+        True,
+    ),
+    "COCO-PanopticSegmentation/turbo_panoptic_fpn_R_50_3x.yaml": (
+        "COCO-PanopticSegmentation/panoptic_fpn_R_50_3x.yaml",
+        True,
+    ),
+    "Misc/turbo_panoptic_fpn_R_101_dconv_cascade_gn_3x.yaml": (
+        "Misc/panoptic_fpn_R_101_dconv_cascade_gn_3x.yaml",
+        True,
+    ),
+    "Cityscapes/turbo_mask_rcnn_R_50_FPN.yaml": ("Cityscapes/mask_rcnn_R_50_FPN.yaml", True),
+    "LVISv0.5-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_1x.yaml": (
+        "LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+        True,
+    ),
+    "LVISv1-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_1x.yaml": (
+        "LVISv1-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+        False,
+    ),
+}
+
+
+def _flat(node: CfgNode, prefix: str = ""):
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, CfgNode):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+@pytest.mark.parametrize("config", list(ZOO))
+def test_config_is_its_model_zoo_config(config):
+    """Every key of a turbo yacs config is its model-zoo config's, but the ROI heads (their
+    turbo version), the weights (the zoo's trained ones where it has them, else the zoo
+    config's own) and MODEL.TURBO; Soft-NMS keeps every detection the score threshold keeps."""
+    zoo, trained = ZOO[config]
+    ours = get_turbo_cfg()
+    ours.merge_from_file(os.path.join(CONFIGS, config))
+    theirs = get_turbo_cfg()
+    theirs.merge_from_file(model_zoo.get_config_file(zoo))
+    if trained:
+        url = model_zoo.get_checkpoint_url(zoo)
+        theirs.MODEL.WEIGHTS = "detectron2://" + url.split("/detectron2/", 1)[1]
+    else:
+        with pytest.raises(RuntimeError, match="not available"):
+            model_zoo.get_checkpoint_url(zoo)
+    heads = ROI_HEADS_REGISTRY.get(theirs.MODEL.ROI_HEADS.NAME)
+    theirs.MODEL.ROI_HEADS.NAME = turbo_heads(heads).__name__
+    a = {k: v for k, v in _flat(ours).items() if not k.startswith("MODEL.TURBO.")}
+    b = {k: v for k, v in _flat(theirs).items() if not k.startswith("MODEL.TURBO.")}
+    assert a.keys() == b.keys()
+    assert {k: (a[k], b[k]) for k in a if a[k] != b[k]} == {}
+    assert ours.MODEL.TURBO.SOFT_NMS.MIN_SCORE <= ours.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+
+
+# LazyConfig turbo config -> its model-zoo config
+LAZY_ZOO = {
+    f"new_baselines/turbo_mask_rcnn_R_50_FPN_{n}ep_LSJ.py": (
+        f"new_baselines/mask_rcnn_R_50_FPN_{n}ep_LSJ.py"
+    )
+    for n in (100, 400)
+}
+LAZY_ZOO["COCO-PanopticSegmentation/turbo_panoptic_fpn_R_50_1x.py"] = (
+    "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py"
+)
+
+
+def _plain(node):
+    """A LazyConfig node as plain containers, each function as its code (a config loaded
+    twice makes its lambdas twice)."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node.__code__ if isinstance(node, types.FunctionType) else node
+
+
+@pytest.mark.parametrize("config", list(LAZY_ZOO))
+def test_lazy_config_is_its_model_zoo_config(config):
+    """A LazyConfig of a model-zoo model is the zoo's, its ROI heads their turbo version: the
+    same model, data, optimiser, schedule and training, and the zoo's trained weights."""
+    ours = LazyConfig.load(os.path.join(CONFIGS, config))
+    theirs = model_zoo.get_config(LAZY_ZOO[config], trained=True)
+    heads = ours.model.roi_heads
+    assert heads.pop("turbo") is not None
+    assert heads._target_ is turbo_heads(theirs.model.roi_heads._target_)
+    heads._target_ = theirs.model.roi_heads._target_
+    for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
+        a, b = (_plain(OmegaConf.to_container(c[key])) for c in (ours, theirs))
+        assert a == b, key

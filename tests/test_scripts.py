@@ -130,9 +130,12 @@ def test_bench_ops_script(tmp_path):
         )
         assert "| 0 px, True |" in agree
     assert any(k.startswith("Soft-NMS, same candidates: top 100 / every step") for k in rows)
+    assert sum(k.startswith("Soft-NMS, ") and "1,203 classes, top 300" in k for k in rows) == 3
     syncs = {k: int(v.split(" | ")[1]) for k, v in rows.items() if k.startswith("host syncs")}
+    cycle = {k: n for k, n in syncs.items() if "the turbo cycle" in k}
     # neither the published cycle nor the rank gate makes the host wait for the device
-    assert set(syncs.values()) == {0} and len(syncs) == 2, syncs
+    assert set(cycle.values()) == {0} and len(cycle) == 2, syncs
+    assert any("Soft-NMS detection" in k for k in syncs), syncs
 
 
 def test_tune_script(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
@@ -24,6 +25,7 @@ __all__ = [
     "clone_inputs",
     "random_soft_masks",
     "coco_like_candidates",
+    "lvis_like_candidates",
     "pasted_mask_boxes",
     "assert_same_instances",
     "assert_valid_roi_outputs",
@@ -127,6 +129,33 @@ def coco_like_candidates(
         base_cls.repeat_interleave(per_object) + torch.randint(0, 3, (len(boxes),), generator=g) * 7
     ) % num_classes
     scores = torch.rand(len(boxes), generator=g) * 0.9 + 0.05
+    return boxes, scores, cls
+
+
+def lvis_like_candidates(
+    n_proposals: int = 1000,
+    per_proposal: int = 20,
+    num_classes: int = 1203,
+    score_thresh: float = 1e-4,
+    h: int = 800,
+    w: int = 1333,
+    seed: int = 0,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Box-head candidates of a long-tailed (LVIS-like) detector at a low score threshold
+    (boxes (N, 4), scores (N,), classes (N,), N = ``n_proposals * per_proposal``): proposals
+    clustered around a hundred objects, each proposal passing the threshold for
+    ``per_proposal`` classes (its object's class and others), scores log-uniform in
+    [``score_thresh``, 1], so most of them are tiny as a softmax over many classes gives."""
+    g = torch.Generator().manual_seed(seed)
+    n_objects = 100
+    boxes, _, _ = coco_like_candidates(n_objects, n_proposals // n_objects, 1, h, w, seed)
+    obj_cls = torch.randint(0, num_classes, (n_objects,), generator=g)
+    first = obj_cls.repeat_interleave(n_proposals // n_objects)
+    others = torch.randint(0, num_classes, (len(boxes), per_proposal - 1), generator=g)
+    cls = torch.cat([first[:, None], others], dim=1).flatten()
+    boxes = boxes.repeat_interleave(per_proposal, 0)
+    log_lo = math.log(score_thresh)
+    scores = torch.exp(log_lo + torch.rand(len(cls), generator=g) * -log_lo)
     return boxes, scores, cls
 
 
