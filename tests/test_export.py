@@ -27,10 +27,13 @@ from turbo.export import (
 )
 
 # Detectron2's own code warns that some Python values become trace constants (they are the
-# model's structure, the same for every input: the replays check it); PyTorch marks tracing
-# and its ONNX exporter as deprecated, which is what Detectron2's deployment uses
+# model's structure, the same for every input: the replays check it); turbo's code must not
+# (a constant of its own is an error here). PyTorch marks tracing and its ONNX exporter as
+# deprecated, which is what Detectron2's deployment uses
 pytestmark = [
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+    pytest.mark.filterwarnings("error::torch.jit.TracerWarning:turbo"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:detectron2"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:torch"),
     pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:Exporting aten..index operator:UserWarning"),

@@ -193,8 +193,13 @@ def _column_extent(
     rows = torch.cat([torch.ceil(y_lo - _PIXEL_EPS), torch.floor(y_hi + _PIXEL_EPS)], dim=1)
     rows = torch.minimum(rows.clamp(min=0), last_row)  # (N, K) with K = 2 (R + 1)
 
-    q = ((rows + 0.5 - r0[:, None]) / rows_per_cell - 0.5).clamp(-1.0, float(n_r))
-    i = torch.floor(q).clamp(-1.0, float(n_r - 1))
+    # upper bounds R and R - 1 from ``cell``, not from ``float(n_r)``: a trace keeps them a
+    # function of the mask size instead of a constant
+    last_cell = cell[:, -1:]  # R - 1
+    q = torch.minimum(
+        ((rows + 0.5 - r0[:, None]) / rows_per_cell - 0.5).clamp(min=-1.0), last_cell + 1
+    )
+    i = torch.minimum(torch.floor(q).clamp(min=-1.0), last_cell)
     s = (q - i)[..., None]
     # whole padded rows, picked from the (N * (R + 2), C + 2) stack: a row index per candidate
     # instead of ``gather``'s index per element (same values, several times faster)

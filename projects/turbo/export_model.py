@@ -114,8 +114,14 @@ def main(argv=None) -> int:
         with torch.no_grad():
             actual = [adapter.outputs_schema(exported(x))[0]["instances"] for x in inputs]
     else:
-        import onnx  # optional dependency: only ONNX deployment needs it
-
+        try:  # optional dependencies: only ONNX deployment needs them
+            import onnx
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(
+                f"--format onnx needs the onnx and onnxruntime packages ({e}): "
+                "pip install onnx onnxruntime"
+            ) from None
         path = os.path.join(args.output, "model.onnx")
         adapter = export_onnx(model, inputs[0], path, args.opset)
         onnx.checker.check_model(path)
