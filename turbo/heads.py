@@ -26,6 +26,10 @@ On the default path the turbo code itself never makes the host wait for the devi
 only host syncs left in a cycle are inside Detectron2's ``ROIPooler`` (mask pooling: the
 box-to-level assignment), which the upstream mask head pays as well.
 
+Deployment: a model with these heads traces on one image (``detectron2.export.TracingAdapter``)
+and replays any other image as eager inference does, as TorchScript and ONNX
+(:mod:`turbo.export`); tracing a batch of several images with Turbo on is refused.
+
 Test-time augmentation: :class:`turbo.tta.TurboRCNNWithTTA` runs the turbo cycles on TTA's
 merged detections. Detectron2's plain ``GeneralizedRCNNWithTTA`` turns ``mask_on`` off while
 it gathers boxes, so the heads then do detection only (Soft-NMS when enabled) and it predicts
