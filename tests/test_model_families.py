@@ -621,3 +621,20 @@ def test_lazy_config_is_its_model_zoo_config(config):
     for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
         a, b = (_plain(OmegaConf.to_container(c[key])) for c in (ours, theirs))
         assert a == b, key
+
+
+@pytest.mark.parametrize("version", ["v0.5", "v1"])
+def test_lvis_configs_keep_the_low_scores_and_gate_the_re_prediction(version):
+    """LVIS's operating point: scores down to 1e-4 (Soft-NMS's own floor lowered to it), 300
+    detections per image, of which the top 50 get their masks re-predicted."""
+    from turbo.build import load_config
+
+    cfg = load_config(
+        os.path.join(
+            CONFIGS, f"LVIS{version}-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_1x.yaml"
+        )
+    )
+    params = TurboParams.from_cfg(cfg)
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == params.soft_nms.min_score == 1e-4
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 300
+    assert params.repredict_topk == 50
