@@ -6,8 +6,9 @@ virtual environment in this checkout (``.venv``, ignored by git) instead.
 Which environment (the first that applies):
 
 1. ``--in-place``: the interpreter running this script; what is missing is installed there
-   (the registry packages of ``requirements.txt``, Detectron2 at the commit
-   ``requirements-detectron2.txt`` pins), nothing installed is replaced.
+   (the registry packages of ``requirements.txt``, those of ``requirements-nodeps.txt``
+   without their dependencies, Detectron2 at the commit ``requirements-detectron2.txt``
+   pins), nothing installed is replaced.
 2. ``.venv`` of this checkout, where an earlier run made it.
 3. The running interpreter, when it has a working PyTorch with torchvision and a Detectron2:
    they are used as they are (a note says which versions); only other missing registry
@@ -39,6 +40,8 @@ from typing import List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "requirements.txt")
 DETECTRON2_REQUIREMENT = os.path.join(ROOT, "requirements-detectron2.txt")
+# registry packages whose own dependency pins are stale: installed with --no-deps
+NO_DEPS_REQUIREMENTS = os.path.join(ROOT, "requirements-nodeps.txt")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
 # pip warns on every install as root (containers, CI); the setup's own lines say what it does
 PIP_ENV = {**os.environ, "PIP_ROOT_USER_ACTION": "ignore"}
@@ -209,6 +212,13 @@ def install_here(dry_run: bool, keep_torch: bool) -> None:
         _run(PIP + ["install", "-q"] + missing, dry_run, f"install {', '.join(missing)}")
     else:
         say("the registry packages of requirements.txt are installed")
+    no_deps = missing_requirements(NO_DEPS_REQUIREMENTS) or []
+    if no_deps:
+        _run(
+            PIP + ["install", "-q", "--no-deps"] + no_deps,
+            dry_run,
+            f"install {', '.join(no_deps)} without their dependencies",
+        )
 
     url, commit = pinned_detectron2()
     url = os.environ.get("TURBO_DETECTRON2_URL", url)

@@ -220,6 +220,7 @@ def test_crowds_script(tmp_path):
         "bench_ops.py",
         "tune.py",
         "crowds.py",
+        "panoptic_merge.py",
         "make_shapes.py",
         "export_checkpoint.py",
     ],

@@ -85,6 +85,7 @@ def test_missing_requirements(tmp_path):
     ]
     # the project's own requirements are satisfied on a set-up machine
     assert setup_env.missing_requirements() == []
+    assert setup_env.missing_requirements(setup_env.NO_DEPS_REQUIREMENTS) == []
 
 
 def test_turbo_install_is_recognised(tmp_path):

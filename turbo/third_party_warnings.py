@@ -27,11 +27,12 @@ KNOWN_WARNINGS: Tuple[Tuple[Type[Warning], str, str], ...] = (
     # is attributed to the importer: the model zoo, or LazyConfig's import hook.
     (UserWarning, r"pkg_resources is deprecated as an API", r"detectron2\.(model_zoo|config)"),
     # pycocotools (and Detectron2's COCO evaluator through it) pass copy=False to NumPy 2's
-    # __array__ protocol, which its RLE objects do not implement.
+    # __array__ protocol, which its RLE objects do not implement; Detectron2's semantic
+    # evaluator does the same to tensors (np.array of a torch tensor).
     (
         DeprecationWarning,
         r"__array__ implementation doesn't accept a copy keyword",
-        r"(pycocotools\.mask|detectron2\.evaluation\.coco_evaluation)$",
+        r"(pycocotools\.mask|detectron2\.evaluation\.(coco|sem_seg)_evaluation)$",
     ),
     # Detectron2's ViT and MViT blocks import DropPath and Mlp from timm's old module path.
     (FutureWarning, r"Importing from timm\.models\.layers is deprecated", r"timm\.models\.layers"),

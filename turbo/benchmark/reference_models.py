@@ -1,6 +1,6 @@
 """The shipped reference models: Mask R-CNNs and cascades trained by this repository on the
-shapes and on the photo-like scenes (``checkpoints/README.md``), their configs and
-checkpoints in the source checkout."""
+shapes and on the photo-like scenes, and a Panoptic FPN on the shapes panoptic
+(``checkpoints/README.md``), their configs and checkpoints in the source checkout."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ __all__ = ["REPO_ROOT", "REFERENCE_MODELS", "reference_model"]
 # from a checkout, an installed copy of the package has neither.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The shipped reference models: name -> (label, config, checkpoint), paths relative to
-# REPO_ROOT. The first four were trained on shapes_train, the "scenes_*" ones on scenes_train
-# (each config's DATASETS.TEST is its val split). "heldout" and "heldout_cascade" were tuned
+# REPO_ROOT. The first four were trained on shapes_train, the "scenes_*" ones on scenes_train,
+# "panoptic_fpn" on shapes_panoptic_train_separated (each config's DATASETS.TEST is its val
+# split). "heldout" and "heldout_cascade" were tuned
 # on by nothing: they show whether the defaults carry over to models they were not chosen on.
 REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
     "mask_rcnn": (
@@ -46,6 +47,11 @@ REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
         "Scenes cascade",
         "configs/scenes/turbo_cascade_mask_rcnn_R18_FPN.yaml",
         "checkpoints/scenes_cascade_mask_rcnn_R18_FPN.pth",
+    ),
+    "panoptic_fpn": (
+        "Panoptic FPN",
+        "configs/shapes/turbo_panoptic_fpn_R18_FPN.yaml",
+        "checkpoints/shapes_panoptic_fpn_R18_FPN.pth",
     ),
 }
 

@@ -1,4 +1,4 @@
-"""On-disk cache of generated splits of the synthetic datasets (shapes, scenes).
+"""On-disk cache of generated splits of the synthetic datasets (shapes, scenes, shapes panoptic).
 
 Splits are generated lazily under ``$TURBO_DATASETS`` (default ``~/.cache/turbo/datasets``)
 in a folder whose name encodes the generator version, split, seed, image count and image
@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from typing import Callable, Dict, Optional, Tuple
 
+from .panoptic import PANOPTIC_VERSION, make_panoptic
 from .scenes import SCENES_VERSION, make_scenes
 from .shapes import GENERATOR_VERSION, IMAGE_SIZE, make_shapes
 
@@ -31,6 +32,7 @@ __all__ = [
 GENERATORS: Dict[str, Tuple[int, Callable[..., str]]] = {
     "shapes": (GENERATOR_VERSION, make_shapes),
     "scenes": (SCENES_VERSION, make_scenes),
+    "panoptic": (PANOPTIC_VERSION, make_panoptic),
 }
 
 ENV_ROOT = "TURBO_DATASETS"
@@ -81,8 +83,10 @@ def ensure_split(
     root: Optional[str] = None,
     **options,
 ) -> Tuple[str, str]:
-    """Generate the split of ``generator`` ("shapes" or "scenes", with its ``options``) into
-    the cache if missing. Returns (json_file, image_root).
+    """Generate the split of ``generator`` ("shapes", "scenes" or "panoptic", with its
+    ``options``) into the cache if missing. Returns (json_file, image_root): the COCO
+    instances json and the images (a panoptic split's other files lie beside them,
+    :func:`turbo.datasets.panoptic.panoptic_paths`).
 
     Safe with concurrent callers: generation happens in a temporary folder under an
     exclusive file lock and is moved into place with an atomic rename.

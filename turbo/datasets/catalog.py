@@ -1,4 +1,5 @@
-"""Registration of the shapes splits in Detectron2's ``DatasetCatalog`` and ``MetadataCatalog``."""
+"""Registration of the synthetic splits (shapes, scenes, shapes panoptic) in Detectron2's
+``DatasetCatalog`` and ``MetadataCatalog``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from typing import Dict, Iterable, Optional, Tuple
 
 from .cache import dataset_root, ensure_split, split_dir
+from .panoptic import PANOPTIC_IMAGE_SIZE, panoptic_metadata, panoptic_paths
 from .scenes import CROWD_IMAGE_SIZE, SCENE_CLASSES, SCENE_IMAGE_SIZE
 from .shapes import IMAGE_SIZE, SHAPE_CLASSES
 
@@ -18,6 +20,10 @@ __all__ = [
     "register_shapes",
     "register_tiny_shapes",
     "register_scenes",
+    "PANOPTIC_SPLITS",
+    "register_panoptic_split",
+    "register_panoptic",
+    "register_tiny_panoptic",
     "register_synthetic_datasets",
 ]
 
@@ -46,6 +52,14 @@ SCENE_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int], Optional[bool]]] =
     "scenes_crowd_val": ("crowd_val", 100, 13, CROWD_IMAGE_SIZE, True),
 }
 _CLASSES = {"shapes": SHAPE_CLASSES, "scenes": SCENE_CLASSES}
+
+# The shapes panoptic (turbo.datasets.panoptic): base name -> (split, num_images, seed,
+# image_size). Each registers as "<name>_separated" (Panoptic FPN's) and "<name>_stuffonly".
+PANOPTIC_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
+    "shapes_panoptic_train": ("train", 2000, 20, PANOPTIC_IMAGE_SIZE),
+    "shapes_panoptic_val": ("val", 200, 21, PANOPTIC_IMAGE_SIZE),
+    "shapes_panoptic_tune": ("tune", 200, 22, PANOPTIC_IMAGE_SIZE),
+}
 
 
 def shapes_metadata(generator: str = "shapes") -> dict:
@@ -157,13 +171,108 @@ def register_scenes(
     return out
 
 
+def register_panoptic_split(
+    name: str,
+    split: str,
+    num_images: int,
+    seed: int,
+    image_size: Tuple[int, int] = PANOPTIC_IMAGE_SIZE,
+    root: Optional[str] = None,
+    eager: bool = False,
+) -> str:
+    """Register one split of the shapes panoptic with Detectron2's
+    ``register_coco_panoptic_separated``: ``<name>_separated`` (instances and semantic labels,
+    evaluator_type "coco_panoptic_seg") and ``<name>_stuffonly`` (semantic labels,
+    "sem_seg"); returns ``<name>_separated``.
+
+    The DatasetCatalog loaders generate the data on first use (``eager=True``: now). Names
+    already registered are left untouched (idempotent).
+    """
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import (
+        load_coco_json,
+        load_sem_seg,
+        register_coco_panoptic_separated,
+    )
+    from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
+
+    separated, stuffonly = f"{name}_separated", f"{name}_stuffonly"
+    if separated in DatasetCatalog.list():
+        return separated
+    root = dataset_root(root)
+    paths = panoptic_paths(split_dir(split, num_images, seed, image_size, root, "panoptic"), split)
+
+    def ensure() -> None:
+        ensure_split("panoptic", split, num_images, seed, image_size, root)
+
+    if eager:
+        ensure()
+    register_coco_panoptic_separated(
+        name,
+        panoptic_metadata(),
+        paths["image_root"],
+        paths["panoptic_root"],
+        paths["panoptic_json"],
+        paths["sem_seg_root"],
+        paths["instances_json"],
+    )
+
+    def load_separated():
+        ensure()
+        return merge_to_panoptic(
+            load_coco_json(paths["instances_json"], paths["image_root"], separated),
+            load_sem_seg(paths["sem_seg_root"], paths["image_root"]),
+        )
+
+    def load_stuffonly():
+        ensure()
+        return load_sem_seg(paths["sem_seg_root"], paths["image_root"])
+
+    for registered, load in ((separated, load_separated), (stuffonly, load_stuffonly)):
+        DatasetCatalog.remove(registered)  # swap in the lazily generating loaders
+        DatasetCatalog.register(registered, load)
+    return separated
+
+
+def register_panoptic(
+    root: Optional[str] = None,
+    splits: Iterable[str] = tuple(PANOPTIC_SPLITS),
+    eager: bool = False,
+) -> Dict[str, str]:
+    """Register ``shapes_panoptic_train`` / ``shapes_panoptic_val`` / ``shapes_panoptic_tune``
+    (or the given subset),
+    each as ``<name>_separated`` and ``<name>_stuffonly``, generated on first use. Returns
+    {name: separated name}. Idempotent."""
+    out = {}
+    for name in splits:
+        split, n, seed, size = PANOPTIC_SPLITS[name]
+        out[name] = register_panoptic_split(name, split, n, seed, size, root=root, eager=eager)
+    return out
+
+
+def register_tiny_panoptic(
+    root: Optional[str] = None,
+    name: str = "shapes_panoptic_tiny",
+    num_images: int = 4,
+    seed: int = 4321,
+    image_size: Tuple[int, int] = (96, 128),
+    eager: bool = False,
+) -> str:
+    """Register a tiny shapes panoptic split (for tests and smoke runs); returns its
+    ``<name>_separated`` name."""
+    return register_panoptic_split(name, name, num_images, seed, image_size, root, eager)
+
+
 def register_synthetic_datasets(root: Optional[str] = None) -> None:
     """Register every synthetic dataset the entry points and scripts know: the shapes splits
     (``shapes_train``, ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``, ``shapes_tiny``
-    for smoke runs) and the photo-like scenes splits (``scenes_train``, ``scenes_val``,
-    ``scenes_tune``, ``scenes_crowd_val``), each generated on first use under
-    ``$TURBO_DATASETS`` (Detectron2 registers its builtin datasets, COCO and the others,
-    itself). Idempotent."""
+    for smoke runs), the photo-like scenes splits (``scenes_train``, ``scenes_val``,
+    ``scenes_tune``, ``scenes_crowd_val``) and the shapes panoptic splits
+    (``shapes_panoptic_{train,val,tune,tiny}_separated`` and ``_stuffonly``), each generated on
+    first use under ``$TURBO_DATASETS`` (Detectron2 registers its builtin datasets, COCO and
+    the others, itself). Idempotent."""
     register_shapes(root)
     register_tiny_shapes(root)
     register_scenes(root)
+    register_panoptic(root)
+    register_tiny_panoptic(root)

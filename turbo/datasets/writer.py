@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["Scene", "write_coco_split", "default_workers", "image_rng"]
+__all__ = [
+    "Scene",
+    "write_coco_split",
+    "write_image",
+    "write_instances_json",
+    "mask_bbox",
+    "map_images",
+    "dump_json",
+    "default_workers",
+    "image_rng",
+]
 
 # (RGB image (H, W, 3) uint8, [(class index, visible mask (H, W) bool)] back to front,
 #  Pillow save options: "format" and e.g. "quality")
 Scene = Tuple[np.ndarray, List[Tuple[int, np.ndarray]], Dict[str, object]]
+T = TypeVar("T")
 
 
 def image_rng(seed: int, index: int, version: int) -> np.random.Generator:
@@ -31,17 +42,25 @@ def default_workers(num_images: int) -> int:
     return 1 if num_images < 32 else max(1, min(8, os.cpu_count() or 1))
 
 
-def _dump_json(obj, path: str) -> None:
+def dump_json(obj, path: str) -> None:
+    """Write ``obj`` as compact json with sorted keys (the bytes depend on ``obj`` only)."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(json.dumps(obj, sort_keys=True, separators=(",", ":")))
         f.write("\n")
 
 
-def _write_one(img_dir: str, render: Callable[[int], Scene], idx: int) -> Tuple[dict, List[dict]]:
-    """Render image ``idx``, write it; return its image entry and annotations (no ids)."""
+def write_image(
+    img_dir: str,
+    idx: int,
+    img: np.ndarray,
+    insts: List[Tuple[int, np.ndarray]],
+    save: Dict[str, object],
+) -> Tuple[dict, List[dict]]:
+    """Write image ``idx`` (RGB (H, W, 3) uint8) as ``img_dir/<NNNNNN>.<png|jpg>``; return its
+    COCO image entry (id ``idx + 1``) and the annotations (RLE, category ids 1..K, no
+    annotation ids) of ``insts`` ([(class index, visible mask (H, W) bool)])."""
     from pycocotools import mask as mask_util
 
-    img, insts, save = render(idx)
     h, w = img.shape[:2]
     ext = {"PNG": "png", "JPEG": "jpg"}[str(save["format"])]
     file_name = f"{idx:06d}.{ext}"
@@ -51,19 +70,69 @@ def _write_one(img_dir: str, render: Callable[[int], Scene], idx: int) -> Tuple[
     anns = []
     for cls, m in insts:
         rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
-        ys, xs = np.nonzero(m)
-        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
         anns.append(
             {
                 "image_id": image_id,
                 "category_id": cls + 1,
                 "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
                 "area": float(m.sum()),
-                "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
+                "bbox": mask_bbox(m),
                 "iscrowd": 0,
             }
         )
     return {"id": image_id, "file_name": file_name, "height": h, "width": w}, anns
+
+
+def mask_bbox(mask: np.ndarray) -> List[float]:
+    """COCO box [x, y, w, h] (absolute pixels, whole pixels) of a non-empty (H, W) mask."""
+    ys, xs = np.nonzero(mask)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    return [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)]
+
+
+def map_images(
+    fn: Callable[[int], T], num_images: int, num_workers: Optional[int] = None
+) -> List[T]:
+    """``[fn(0), ..., fn(num_images - 1)]`` on ``num_workers`` threads (default
+    :func:`default_workers`)."""
+    n = int(num_images)
+    if num_workers is None:
+        num_workers = default_workers(n)
+    if num_workers <= 1:
+        return [fn(i) for i in range(n)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        return list(pool.map(fn, range(n)))
+
+
+def write_instances_json(
+    path: str,
+    results: Sequence[Tuple[dict, List[dict]]],
+    classes: Sequence[str],
+    supercategory: str,
+    info: dict,
+) -> str:
+    """Write the COCO instances json of ``results`` ([(image entry, annotations)] of
+    :func:`write_image`) to ``path``, numbering the annotations 1..; category ids 1..K for
+    ``classes``. Returns ``path``."""
+    images, annotations = [], []
+    for entry, anns in results:
+        images.append(entry)
+        for a in anns:
+            annotations.append({**a, "id": len(annotations) + 1})
+    categories = [
+        {"id": i + 1, "name": c, "supercategory": supercategory} for i, c in enumerate(classes)
+    ]
+    data = {
+        "info": info,
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    dump_json(data, path)
+    return path
 
 
 def write_coco_split(
@@ -81,32 +150,6 @@ def write_coco_split(
     (default :func:`default_workers`). Returns the json path."""
     img_dir = os.path.join(out_dir, split)
     os.makedirs(img_dir, exist_ok=True)
-    n = int(num_images)
-    if num_workers is None:
-        num_workers = default_workers(n)
-    if num_workers <= 1:
-        results = [_write_one(img_dir, render, i) for i in range(n)]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            results = list(pool.map(lambda i: _write_one(img_dir, render, i), range(n)))
-    images, annotations = [], []
-    for entry, anns in results:
-        images.append(entry)
-        for a in anns:
-            a["id"] = len(annotations) + 1
-            annotations.append(a)
-    categories = [
-        {"id": i + 1, "name": c, "supercategory": supercategory} for i, c in enumerate(classes)
-    ]
-    data = {
-        "info": info,
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
+    results = map_images(lambda i: write_image(img_dir, i, *render(i)), num_images, num_workers)
     json_path = os.path.join(out_dir, f"{split}.json")
-    _dump_json(data, json_path)
-    return json_path
+    return write_instances_json(json_path, results, classes, supercategory, info)
