@@ -19,6 +19,7 @@ test time and returns the ROI heads' outputs before ``detector_postprocess``
 """
 
 import argparse
+import logging
 import os
 import sys
 
@@ -80,7 +81,7 @@ def test_dataset(cfg) -> str:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    logger = setup_logger(name="turbo")
+    logger = logging.getLogger("turbo")
     if args.export_method != "tracing":
         raise SystemExit(
             f"--export-method {args.export_method} is not supported: turbo models export by "
@@ -150,4 +151,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    setup_logger(name="turbo")  # the command's own output; main() leaves logging as it finds it
     sys.exit(main())
