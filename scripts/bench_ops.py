@@ -17,6 +17,8 @@
    every mask re-predicted and with the rank gate.
 4. Host syncs in the turbo cycles of the shapes reference Mask R-CNN, per setting, and in
    the Soft-NMS detection stage.
+5. The same model deployed (``turbo.export``): traced TorchScript and ONNX in onnxruntime
+   against eager inference, on one image.
 
 Every timing is a median over ``--repeats`` after warm-up, the variants alternating::
 
@@ -385,6 +387,58 @@ def bench_host_syncs(device, dataset):
     ]
 
 
+def bench_export(device, repeats, dataset):
+    """The shapes reference Mask R-CNN (package defaults) on one image: eager inference against
+    the same model traced to TorchScript and exported to ONNX (onnxruntime, CPU), each giving
+    the ROI heads' outputs before ``detector_postprocess``."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.detection_utils import read_image
+
+    from turbo.benchmark.timing import time_calls
+    from turbo.build import load_model
+    from turbo.datasets import register_synthetic_datasets
+    from turbo.export import OnnxModel, eager_outputs, onnx_bytes, trace
+
+    register_synthetic_datasets()
+    _, cfg_file, weights = REFERENCE_MODELS["mask_rcnn"]
+    _, model = load_model(
+        os.path.join(REPO_ROOT, cfg_file), os.path.join(REPO_ROOT, weights), device
+    )
+    files = [d["file_name"] for d in DatasetCatalog.get(dataset)[:2]]
+    images = [
+        torch.as_tensor(read_image(f, format="BGR").transpose(2, 0, 1).copy()).to(device)
+        for f in files
+    ]
+    adapter, traced = trace(model, images[0])
+    calls = {
+        "eager": lambda: eager_outputs(model, images[-1]),
+        "torchscript": lambda: traced(images[-1]),
+    }
+    if device == "cpu":
+        data, onnx_adapter = onnx_bytes(model, images[0])
+        runner = OnnxModel(data, onnx_adapter)
+        calls["onnx"] = lambda: runner(images[-1])
+    with torch.no_grad():
+        t = time_calls(calls, repeats, warmup=1, device=device)
+    n = len(eager_outputs(model, images[-1]))
+    rows = [
+        (
+            f"shapes Mask R-CNN, 1 image, {n} dets: TorchScript (traced) / eager",
+            f"{t['torchscript'] * 1e3:.0f} ms / {t['eager'] * 1e3:.0f} ms",
+            f"{t['torchscript'] / t['eager']:.2f}x eager",
+        )
+    ]
+    if "onnx" in t:
+        rows.append(
+            (
+                f"shapes Mask R-CNN, 1 image, {n} dets: ONNX (onnxruntime, CPU) / eager",
+                f"{t['onnx'] * 1e3:.0f} ms / {t['eager'] * 1e3:.0f} ms",
+                f"{t['onnx'] / t['eager']:.2f}x eager",
+            )
+        )
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.memory_child:
@@ -399,6 +453,7 @@ def main(argv=None):
         rows += bench_end_to_end(dev, args.e2e_repeats, soft_nms_seconds, lvis_seconds)
         rows += bench_lvis_cycle(dev, args.e2e_repeats)
     rows += bench_host_syncs(dev, args.shapes_dataset)
+    rows += bench_export(dev, args.repeats, args.shapes_dataset)
     threads = f", {torch.get_num_threads()} threads" if dev == "cpu" else ""
     print(
         f"\ndevice: {dev}{threads}, medians of {args.repeats} (ops) / {args.e2e_repeats} "

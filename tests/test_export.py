@@ -28,16 +28,12 @@ from turbo.export import (
 
 # Detectron2's own code warns that some Python values become trace constants (they are the
 # model's structure, the same for every input: the replays check it); turbo's code must not
-# (a constant of its own is an error here). PyTorch marks tracing and its ONNX exporter as
-# deprecated, which is what Detectron2's deployment uses
+# (a constant of its own is an error here). PyTorch's deprecation notices of tracing and of
+# its ONNX exporter are known warnings (turbo.third_party_warnings)
 pytestmark = [
     pytest.mark.filterwarnings("error::torch.jit.TracerWarning:turbo"),
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:detectron2"),
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:torch"),
-    pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:Exporting aten..index operator:UserWarning"),
-    pytest.mark.filterwarnings("ignore:Constant folding:UserWarning"),
 ]
 
 OFF = {"num_iters": 0, "soft_nms": {"enabled": False}}

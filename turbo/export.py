@@ -124,8 +124,12 @@ class OnnxModel:
     def __init__(self, model_bytes_or_path, adapter: TracingAdapter):
         import onnxruntime  # optional dependency: only ONNX deployment needs it
 
+        options = onnxruntime.SessionOptions()
+        # errors only: its graph optimiser notes that it leaves the Soft-NMS loop's subgraph
+        # inputs unrenamed, which changes nothing the model computes
+        options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(
-            model_bytes_or_path, providers=["CPUExecutionProvider"]
+            model_bytes_or_path, options, providers=["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
         self.adapter = adapter

@@ -36,6 +36,18 @@ KNOWN_WARNINGS: Tuple[Tuple[Type[Warning], str, str], ...] = (
     ),
     # Detectron2's ViT and MViT blocks import DropPath and Mlp from timm's old module path.
     (FutureWarning, r"Importing from timm\.models\.layers is deprecated", r"timm\.models\.layers"),
+    # PyTorch deprecates TorchScript and its tracing ONNX exporter, which are what Detectron2's
+    # deployment (and turbo.export) uses; the exporter's notice is attributed to its caller.
+    (FutureWarning, r"`torch\.jit\.(trace|save|load)` is deprecated", r"torch\.jit\."),
+    (
+        DeprecationWarning,
+        r"You are using the legacy TorchScript-based ONNX export",
+        r"turbo\.export$",
+    ),
+    (DeprecationWarning, r"The feature will be removed\. Please remove usage", r"torch\.onnx\."),
+    # The ONNX exporter's notes on graphs it exports correctly (no negative index is used).
+    (UserWarning, r"Exporting aten..index operator of advanced indexing", r"torch\.onnx\."),
+    (UserWarning, r"Constant folding - Only steps=1 can be constant folded", r"torch\.onnx\."),
     # Detectron2's data mapper turns read-only NumPy masks into tensors it never writes.
     (UserWarning, r"The given NumPy array is not writable", r"detectron2\.data\.detection_utils$"),
 )

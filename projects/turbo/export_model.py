@@ -22,6 +22,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 import torch
 from detectron2.config import CfgNode
@@ -151,5 +152,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # Detectron2's code tells, while it is traced, of values that become constants of the
+    # trace: its model structure, the same for every input (the command checks the replay)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"detectron2\.")
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch$")
     setup_logger(name="turbo")  # the command's own output; main() leaves logging as it finds it
     sys.exit(main())
