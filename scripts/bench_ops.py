@@ -44,7 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--e2e-repeats", type=int, default=3)
-    p.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end rows")
+    p.add_argument(
+        "--skip-e2e", action="store_true", help="leave out the end-to-end and deployment rows"
+    )
     p.add_argument("--shapes-dataset", default="shapes_val", help="images of the host-sync rows")
     p.add_argument(
         "--memory-child", nargs=2, metavar=("WHICH", "MASK_SIZE"), help=argparse.SUPPRESS
@@ -453,7 +455,8 @@ def main(argv=None):
         rows += bench_end_to_end(dev, args.e2e_repeats, soft_nms_seconds, lvis_seconds)
         rows += bench_lvis_cycle(dev, args.e2e_repeats)
     rows += bench_host_syncs(dev, args.shapes_dataset)
-    rows += bench_export(dev, args.repeats, args.shapes_dataset)
+    if not args.skip_e2e:
+        rows += bench_export(dev, args.repeats, args.shapes_dataset)
     threads = f", {torch.get_num_threads()} threads" if dev == "cpu" else ""
     print(
         f"\ndevice: {dev}{threads}, medians of {args.repeats} (ops) / {args.e2e_repeats} "
