@@ -38,7 +38,7 @@ KNOWN_WARNINGS: Tuple[Tuple[Type[Warning], str, str], ...] = (
     (FutureWarning, r"Importing from timm\.models\.layers is deprecated", r"timm\.models\.layers"),
     # PyTorch deprecates TorchScript and its tracing ONNX exporter, which are what Detectron2's
     # deployment (and turbo.export) uses; the exporter's notice is attributed to its caller.
-    (FutureWarning, r"`torch\.jit\.(trace|save|load)` is deprecated", r"torch\.jit\."),
+    (FutureWarning, r"`torch\.jit\.(trace|trace_method|save|load)` is deprecated", r"torch\.jit\."),
     (
         DeprecationWarning,
         r"You are using the legacy TorchScript-based ONNX export",
