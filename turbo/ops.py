@@ -496,18 +496,8 @@ def batched_soft_nms(
         cur = cur.scatter(1, best, float("-inf"))
 
         pb = feats.gather(1, best[..., None].expand(-1, -1, 5))  # (G, 1, 5)
-        lt = torch.maximum(bx[..., :2], pb[..., :2])
-        rb = torch.minimum(bx[..., 2:], pb[..., 2:4])
-        wh = (rb - lt).clamp(min=0)
-        inter = wh[..., 0] * wh[..., 1]
-        # 0 / 0 (empty union) -> IoU 0, as torchvision's box_iou on degenerate pairs.
-        iou = torch.nan_to_num(inter / (area + pb[..., 4] - inter), nan=0.0)
-        if method == "linear":
-            cur = cur * torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
-        elif method == "gaussian":
-            cur = cur * torch.exp(-(iou * iou) / sigma)
-        else:
-            cur = torch.where(iou > iou_threshold, neg_inf, cur)
+        iou = _iou_with_pick(bx, area, pb[..., :4], pb[..., 4])
+        cur = _decayed(cur, iou, method, iou_threshold, sigma, neg_inf)
         # Kill below min_score; this also turns -inf * 0 = NaN of dead boxes back into -inf.
         cur = torch.where(cur >= min_score, cur, neg_inf)
 
@@ -532,6 +522,30 @@ def batched_soft_nms(
         top = rank < topk
         keep, new_scores = keep[top], new_scores[top]
     return keep, new_scores.to(scores.dtype)
+
+
+def _iou_with_pick(boxes: Tensor, area: Tensor, pick: Tensor, pick_area: Tensor) -> Tensor:
+    """IoU of boxes (..., 4) XYXY with areas (...) against a picked box (..., 4) with area
+    (...), broadcast: torchvision's ``box_iou`` (no +1), 0 for an empty union (0 / 0), as
+    torchvision gives on degenerate pairs."""
+    lt = torch.maximum(boxes[..., :2], pick[..., :2])
+    rb = torch.minimum(boxes[..., 2:], pick[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return torch.nan_to_num(inter / (area + pick_area - inter), nan=0.0)
+
+
+def _decayed(
+    cur: Tensor, iou: Tensor, method: str, iou_threshold: float, sigma: float, dead: Tensor
+) -> Tensor:
+    """Soft-NMS's decay of the current scores ``cur`` by their ``iou`` with the pick:
+    "linear" (times 1 - IoU above ``iou_threshold``), "gaussian" (times exp(-IoU^2 /
+    ``sigma``)) or "hard" (``dead`` above ``iou_threshold``)."""
+    if method == "linear":
+        return cur * torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+    if method == "gaussian":
+        return cur * torch.exp(-(iou * iou) / sigma)
+    return torch.where(iou > iou_threshold, dead, cur)
 
 
 def _topk_settled(
@@ -595,18 +609,8 @@ def soft_nms_in_order(
         best = torch.argmax(cur)  # first max; all dead: a dead box, recorded as -inf
         picks[step] = best
         picked[step] = cur[best]
-        pb = bx[best]
-        lt = torch.maximum(bx[:, :2], pb[:2])
-        rb = torch.minimum(bx[:, 2:], pb[2:])
-        wh = (rb - lt).clamp(min=0)
-        inter = wh[:, 0] * wh[:, 1]
-        iou = torch.nan_to_num(inter / (area + area[best] - inter), nan=0.0)
-        if method == "linear":
-            decayed = cur * torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
-        elif method == "gaussian":
-            decayed = cur * torch.exp(-(iou * iou) / sigma)
-        else:
-            decayed = torch.where(iou > iou_threshold, dead, cur)
+        iou = _iou_with_pick(bx, area, bx[best], area[best])
+        decayed = _decayed(cur, iou, method, iou_threshold, sigma, dead)
         decayed = torch.where(cats == cats[best], decayed, cur)
         # below min_score dies; this also turns -inf * 0 = NaN of dead boxes back into -inf
         cur = torch.where(decayed >= min_score, decayed, dead).index_fill(
