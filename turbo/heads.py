@@ -57,7 +57,7 @@ from detectron2.utils.logger import log_first_n
 from torch import Tensor
 
 from .config import CASCADE_RECIPE, MASK_RCNN_RECIPE, Recipe, TurboParams, lazy_key
-from .inference import Detections, soft_nms_detections, turbo_cycles
+from .inference import Detections, image_slices, soft_nms_detections, turbo_cycles
 from .ops import finite_probs
 
 __all__ = ["TurboMixin", "TurboROIHeads", "TurboCascadeROIHeads", "turbo_heads"]
@@ -259,13 +259,10 @@ class TurboMixin:
         Goes through the parent's ``_forward_mask``, so any Detectron2 mask head and pooler
         (class-specific or class-agnostic, PointRend's) works as it does upstream.
         """
-        if len(image_sizes) == 1:  # no split by a count: a trace keeps the row count dynamic
-            per_image = [Instances(image_sizes[0], pred_boxes=Boxes(boxes), pred_classes=classes)]
-        else:
-            per_image = [
-                Instances(size, pred_boxes=Boxes(b), pred_classes=c)
-                for size, b, c in zip(image_sizes, boxes.split(counts), classes.split(counts))
-            ]
+        per_image = [
+            Instances(size, pred_boxes=Boxes(boxes[sl]), pred_classes=classes[sl])
+            for size, sl in zip(image_sizes, image_slices(counts))
+        ]
         per_image = self._forward_mask(features, per_image)
         return finite_probs(cat([x.pred_masks for x in per_image])[:, 0])
 

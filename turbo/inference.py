@@ -12,6 +12,7 @@ order; boxes are XYXY in the resized input image of their row (``Instances.image
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -37,6 +38,7 @@ __all__ = [
     "soft_nms_detections",
     "turbo_cycles",
     "per_image_instances",
+    "image_slices",
     "descending_order",
 ]
 
@@ -181,8 +183,8 @@ def soft_nms_detections(
         topk=topk_per_image,
         topk_by=None if one_image else im,
     )
-    if one_image:  # no count to read back: a trace keeps the number of detections dynamic
-        counts = [0]
+    if one_image:  # no count to read back (``image_slices``): a trace keeps it dynamic
+        counts = [keep.shape[0]]
     else:
         # ``keep`` is sorted by score over the whole batch, at most ``topk_per_image`` per
         # image; a stable sort by image keeps that order inside each image.
@@ -312,13 +314,10 @@ def per_image_instances(
 
     ``fields``: name -> tensor (or ``Boxes``) of N rows; ``keep``: optional (N,) bool of the
     rows to keep; ``sort``: sort each image's rows by ``scores``, descending (ties keep the
-    row order). With one image every row is its own and ``counts`` is not read.
+    row order).
     """
     results = []
-    start = 0
-    for size, n in zip(image_sizes, counts):
-        sl = slice(None) if len(image_sizes) == 1 else slice(start, start + n)
-        start += n
+    for size, sl in zip(image_sizes, image_slices(counts)):
         r = Instances(size, **{k: v[sl] for k, v in fields.items()})
         if keep is not None:
             r = r[keep[sl]]
@@ -326,6 +325,18 @@ def per_image_instances(
             r = r[descending_order(r.scores)]
         results.append(r)
     return results
+
+
+def image_slices(counts: Sequence[int]) -> List[slice]:
+    """The rows of each image, for rows grouped by image with ``counts`` (rows per image).
+
+    With one image: all rows, ``counts`` unread. A count is a Python int read from a tensor,
+    which a trace would record as a constant; the whole row range stays dynamic.
+    """
+    if len(counts) == 1:
+        return [slice(None)]
+    ends = list(itertools.accumulate(counts))
+    return [slice(end - n, end) for n, end in zip(counts, ends)]
 
 
 def descending_order(scores: Tensor) -> Tensor:
