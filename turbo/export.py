@@ -19,9 +19,7 @@ from __future__ import annotations
 import io
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
-from detectron2.data import transforms as T
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Instances
@@ -35,7 +33,6 @@ __all__ = [
     "export_onnx",
     "OnnxModel",
     "onnx_bytes",
-    "model_input",
     "eager_outputs",
     "output_differences",
     "check_same_outputs",
@@ -52,17 +49,6 @@ def _rcnn_inference(model: GeneralizedRCNN, inputs: List[Dict[str, Tensor]]):
     """The ROI heads' outputs before ``detector_postprocess`` (``do_postprocess=False``), as
     Detectron2's export tool traces a ``GeneralizedRCNN``."""
     return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
-
-
-def model_input(predictor, original_image: np.ndarray) -> Tensor:
-    """(3, H, W) uint8 input of an exported model for one BGR image (H0, W0, 3) ``uint8``:
-    in the predictor's input format, resized by its test-time augmentation (``predictor``:
-    ``DefaultPredictor`` or ``turbo.predictor.LazyPredictor``), as the predictor itself
-    feeds its model."""
-    image = original_image[:, :, ::-1] if predictor.input_format == "RGB" else original_image
-    aug_input = T.AugInput(np.ascontiguousarray(image))
-    predictor.aug(aug_input)
-    return torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
 
 
 def eager_outputs(model: nn.Module, image: Tensor) -> Instances:

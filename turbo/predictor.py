@@ -21,7 +21,13 @@ from detectron2.structures import Instances
 from .build import AnyConfig, build_turbo_model, config_device, resolve_device, turbo_heads_of
 from .config import TurboParams
 
-__all__ = ["LazyPredictor", "build_predictor", "predict_baseline_and_turbo", "class_names"]
+__all__ = [
+    "LazyPredictor",
+    "model_input",
+    "build_predictor",
+    "predict_baseline_and_turbo",
+    "class_names",
+]
 
 
 class LazyPredictor:
@@ -41,12 +47,19 @@ class LazyPredictor:
 
     @torch.no_grad()
     def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:
-        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
-        height, width = image.shape[:2]
-        aug_input = T.AugInput(np.ascontiguousarray(image))
-        self.aug(aug_input)
-        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
+        height, width = original_image.shape[:2]
+        tensor = model_input(self, original_image).float()
         return self.model([{"image": tensor, "height": height, "width": width}])[0]
+
+
+def model_input(predictor, original_image: np.ndarray) -> torch.Tensor:
+    """(3, H, W) uint8 model input of one BGR image (H0, W0, 3) ``uint8``, as ``predictor``
+    (``DefaultPredictor`` or :class:`LazyPredictor`) feeds its model: in its input format,
+    resized by its test-time augmentation."""
+    image = original_image[:, :, ::-1] if predictor.input_format == "RGB" else original_image
+    aug_input = T.AugInput(np.ascontiguousarray(image))
+    predictor.aug(aug_input)
+    return torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
 
 
 def build_predictor(cfg: AnyConfig, weights: Optional[str] = None, device: Optional[str] = None):

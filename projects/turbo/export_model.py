@@ -39,11 +39,10 @@ from turbo.export import (
     check_same_outputs,
     eager_outputs,
     export_onnx,
-    model_input,
     trace,
 )
 from turbo.heads import TurboMixin
-from turbo.predictor import build_predictor
+from turbo.predictor import build_predictor, model_input
 from turbo.third_party_warnings import silence_known_warnings
 
 silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
