@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from turbo import SoftNMSParams, TurboCascadeROIHeads, TurboParams, TurboROIHeads, ops
 from turbo.config import (
     AUTO,
+    AUTO_ITERS,
     CASCADE_RECIPE,
     MASK_RCNN_RECIPE,
     RECIPE_KEYS,
@@ -28,7 +29,7 @@ HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 
 # (yacs key, bad value, lazy path): every key with a value it must refuse
 BAD = [
-    ("NUM_ITERS", -1, "num_iters"),
+    ("NUM_ITERS", -2, "num_iters"),
     ("NUM_ITERS", 1.5, "num_iters"),
     ("BOX_THRESH", 1.5, "box_thresh"),
     ("MASKNESS_THRESH", -0.2, "maskness_thresh"),
@@ -59,6 +60,8 @@ def test_yacs_node_holds_the_dataclass_defaults():
                 assert t.SOFT_NMS[g.name.upper()] == getattr(d.soft_nms, g.name)
         elif f.name in RECIPE_KEYS:
             assert t[f.name.upper()] == AUTO and getattr(d, f.name) is None
+        elif f.name == "num_iters":  # unset: 1 with a mask head, 0 without
+            assert t.NUM_ITERS == AUTO_ITERS and type(t.NUM_ITERS) is int and d.num_iters is None
         else:
             assert t[f.name.upper()] == getattr(d, f.name), f.name
     # one home for the Soft-NMS defaults: the ops' function defaults are the config's
@@ -223,9 +226,16 @@ def test_cycles_without_mask_head_are_refused(head):
         ValueError, match="MODEL.TURBO.NUM_ITERS is 1, but the model has no mask head"
     ):
         build(tiny_cfg(head, **{"MODEL.MASK_ON": False}))
-    # Soft-NMS alone is fine on a box-only model
-    m = build(tiny_cfg(head, **{"MODEL.MASK_ON": False, "MODEL.TURBO.NUM_ITERS": 0}))
-    assert not m.roi_heads.mask_on and m.roi_heads.turbo.soft_nms.enabled
+    # Soft-NMS alone is fine on a box-only model: NUM_ITERS 0, or left at the package default
+    for num_iters in (0, AUTO_ITERS):
+        m = build(tiny_cfg(head, **{"MODEL.MASK_ON": False, "MODEL.TURBO.NUM_ITERS": num_iters}))
+        assert not m.roi_heads.mask_on and m.roi_heads.turbo.soft_nms.enabled
+        assert m.roi_heads.turbo.num_iters == 0
+    # with a mask head the package default is one cycle
+    m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": AUTO_ITERS}))
+    assert m.roi_heads.turbo.num_iters == 1
+    with m.roi_heads.turbo_params(TurboParams()):
+        assert m.roi_heads.turbo.num_iters == 1
 
 
 @pytest.mark.parametrize("cls", [TurboROIHeads, TurboCascadeROIHeads])
@@ -242,6 +252,13 @@ def test_direct_construction_without_mask_head(cls):
         cls(**kwargs)
     kwargs["turbo"] = TurboParams(num_iters=0)
     assert not cls(**kwargs).mask_on
+    kwargs["turbo"] = TurboParams()  # the package defaults: Soft-NMS alone
+    heads = cls(**kwargs)
+    assert heads.turbo.num_iters == 0 and heads.turbo.soft_nms.enabled
+    with heads.turbo_params(TurboParams()):
+        assert heads.turbo.num_iters == 0
+    kwargs.pop("turbo")  # no argument at all: the same
+    assert cls(**kwargs).turbo.num_iters == 0
 
 
 def test_turbo_params_node_in_a_lazy_config():

@@ -103,10 +103,13 @@ def test_torchscript_replays_other_images_as_eager(models, images, path):
         loaded = torch.jit.load(buf)
         with torch.no_grad():
             actual = [adapter.outputs_schema(loaded(x))[0]["instances"] for x in others]
+        # the deployed module called with autograd on replays the same
+        with_grad = [adapter.outputs_schema(loaded(x))[0]["instances"] for x in others[:2]]
         expected = [eager_outputs(model, x) for x in others]
         traced_count = len(eager_outputs(model, trace_on))
     _check_varied(expected, traced_count)
     check_same_outputs(expected, actual, atol=1e-4)
+    check_same_outputs(actual[:2], with_grad, atol=0.0)
     if changes != {"num_iters": 0}:
         assert all(x.has("maskness") for x in actual)
 

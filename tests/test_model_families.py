@@ -360,6 +360,45 @@ def test_turbo_outputs(family):
     if family in PANOPTIC_FAMILIES:
         assert_valid_panoptic_outputs(res, images, tb)
         assert any(s["isthing"] for r in res for s in r["panoptic_seg"][1]), family
+    # eval with autograd on (a user calling the model directly): the same outputs, and the
+    # scores carry the gradient of the box head, as upstream's do
+    with torch.enable_grad():
+        res_grad = tb(copy.deepcopy(images))
+    for a, b in zip(res, res_grad):
+        assert_same_instances(a["instances"], b["instances"])
+    scores = torch.cat([r["instances"].scores for r in res_grad])
+    assert scores.requires_grad, family
+
+
+# families whose upstream model cannot run under CPU bfloat16 autocast: the error it raises
+NO_CPU_BFLOAT16 = {
+    "panoptic_fpn_dconv_cascade_gn": "deformable_im2col\" not implemented for 'BFloat16'"
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_autocast_bfloat16(family):
+    """Under ``torch.autocast`` (bfloat16 on CPU) every family runs where its upstream model
+    does, and its outputs have the dtypes the upstream heads give under autocast (box-head
+    scores in bfloat16); where the upstream model fails (torchvision's deformable convolution
+    has no CPU bfloat16 kernel), the turbo model fails with the same error."""
+    up, tb = _pair(family, on=True)
+    images = make_images()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        if family in NO_CPU_BFLOAT16:  # the backbone fails upstream, before any ROI head
+            for model in (up, tb):
+                with pytest.raises(RuntimeError, match=NO_CPU_BFLOAT16[family]):
+                    model(copy.deepcopy(images))
+            return
+        a, b = up(copy.deepcopy(images)), tb(copy.deepcopy(images))
+    assert_valid_model_outputs(b, images)
+    assert sum(len(r["instances"]) for r in b) > 0, family
+    for ra, rb in zip(a, b):
+        ia, ib = ra["instances"], rb["instances"]
+        for name in ("scores", "pred_masks", "pred_classes"):
+            assert ib.get(name).dtype == ia.get(name).dtype, (family, name)
+        assert ib.pred_boxes.tensor.dtype == ia.pred_boxes.tensor.dtype
+        assert ib.maskness.dtype == ib.scores.dtype
 
 
 def test_panoptic_dconv_cascade_gn_keeps_its_parts():
@@ -453,6 +492,9 @@ def test_box_only_models(family):
     assert_valid_model_outputs(soft, images, masks=False)
     for r in soft:
         assert not r["instances"].has("pred_masks") and not r["instances"].has("maskness")
+    # the package defaults (NUM_ITERS unset): Soft-NMS alone, the same detections
+    for a, b in zip(soft, run(**{"MODEL.TURBO.NUM_ITERS": -1})):
+        assert_same_instances(a["instances"], b["instances"])
     # cycles asked for without a mask head: refused, naming the key
     with pytest.raises(ValueError, match="MODEL.TURBO.NUM_ITERS is 1, but the model has no"):
         build(tiny_cfg(head, base=config, **{"MODEL.TURBO.NUM_ITERS": 1}))

@@ -209,6 +209,24 @@ def test_mask_boxes_empty_mask_keeps_box():
     assert _run1(torch.full((8, 8), 0.4), box, (40, 40), 0.5) == (box, False)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.0])
+def test_mask_boxes_with_autograd_on(threshold):
+    """Inputs that require grad (eval with autograd on): the boxes of autograd off; a found
+    tight box is whole pixels (no gradient), a row that keeps its input box keeps its
+    gradient."""
+    probs = torch.zeros(2, 8, 8)
+    probs[0, 2:6, 3:7] = 0.9  # row 1 empty: keeps its box unless the threshold is 0
+    boxes = torch.tensor([[3.25, 4.5, 20.0, 30.75], [1.0, 2.0, 9.5, 7.25]])
+    with torch.no_grad():
+        expected, found_expected = mask_boxes(probs, boxes, (40, 40), threshold)
+    p, b = probs.clone().requires_grad_(), boxes.clone().requires_grad_()
+    got, found = mask_boxes(p, b, (40, 40), threshold)
+    assert torch.equal(got, expected) and torch.equal(found, found_expected)
+    assert got.requires_grad
+    (grad,) = torch.autograd.grad(got.sum(), b)
+    assert torch.equal(grad, (~found)[:, None].float().expand(2, 4))
+
+
 def test_mask_boxes_box_partly_outside_image():
     ones = torch.ones(4, 4)
     # Box -6..10: p(x) = (x + 4.5) / 4, t = 0.5 passes p in [-0.5, 3.5] -> x in [-6.5, 9.5] ->

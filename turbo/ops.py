@@ -21,6 +21,7 @@ __all__ = [
     "resample_masks",
     "batched_soft_nms",
     "soft_nms_in_order",
+    "piecewise_linear",
     "INTERIOR_EDGE",
     "SOFT_NMS_METHODS",
     "SOFT_NMS_IOU_THRESH",
@@ -279,7 +280,7 @@ def mask_boxes(
             gives on the mask pasted by ``paste_masks_in_image`` (whole image, no CPU window).
         found: (N,) bool, False when no pixel of the image passes, the box is degenerate
             (width or height <= 0, or non-finite) or the image is empty; such rows keep their
-            input box.
+            input box (and its gradient: a found box is whole pixels, without one).
 
     Detectron2's ``paste_masks_in_image`` followed by ``BitMasks.get_bounding_boxes`` gives the
     same boxes but costs O(N * H * W) time and memory; here the cost is O(N * M^2) whatever the
@@ -302,7 +303,11 @@ def mask_boxes(
     if not torch.jit.is_tracing() and n == 0:  # a trace must hold the general path
         return boxes.clone(), torch.zeros(0, dtype=torch.bool, device=dev)
     h, w = _image_hw(image_size, n, dev)
-    box = boxes.to(torch.float32)
+    # The tight box is piecewise constant in the mask and in the input box (whole pixels), so
+    # its gradient is zero almost everywhere: it is computed on detached inputs (which also
+    # lets `_column_extent` work in place with autograd on). Rows that keep their input box
+    # keep its gradient.
+    box = boxes.detach().to(torch.float32)
     x0, y0, x1, y1 = box.unbind(dim=1)
     ok = torch.isfinite(box).all(dim=1) & (x1 > x0) & (y1 > y0) & (h >= 1) & (w >= 1)
 
@@ -313,8 +318,7 @@ def mask_boxes(
         yb = torch.minimum(torch.ceil(y1), h).clamp(min=0)
         refined = torch.stack([xa, ya, xb, yb], dim=1)
         found = ok & (xb > xa) & (yb > ya)
-        refined = torch.where(found[:, None], refined, box)
-        return refined.to(boxes.dtype), found
+        return torch.where(found[:, None], refined.to(boxes.dtype), boxes), found
 
     # Degenerate rows are computed on a dummy unit box (and a 1x1 image) and then discarded.
     # (Python scalars, not a tensor made on the host: no host-to-device copy.)
@@ -322,15 +326,13 @@ def mask_boxes(
     x1, y1 = torch.where(ok, x1, 1.0), torch.where(ok, y1, 1.0)
     h = torch.where(ok, h, torch.ones_like(h))
     w = torch.where(ok, w, torch.ones_like(w))
-    # detached: the box is not differentiable, and `_column_extent` works in place
     p = finite_probs(probs.detach().to(torch.float32))
 
     xa, xb, found_x = _column_extent(p, x0, x1, y0, y1, w, h, threshold)
     ya, yb, found_y = _column_extent(p.transpose(1, 2), y0, y1, x0, x1, h, w, threshold)
     found = ok & found_x & found_y
     tight = torch.stack([xa, ya, xb, yb], dim=1)
-    refined = torch.where(found[:, None], tight, box)
-    return refined.to(boxes.dtype), found
+    return torch.where(found[:, None], tight.to(boxes.dtype), boxes), found
 
 
 def resample_masks(mask_probs: Tensor, boxes: Tensor, new_boxes: Tensor) -> Tensor:
@@ -618,3 +620,22 @@ def soft_nms_in_order(
         )
     taken = torch.isfinite(picked)
     return cand[picks[taken]], picked[taken].to(scores.dtype)
+
+
+def piecewise_linear(x: Tensor, knots: Sequence[Tuple[float, float]]) -> Tensor:
+    """The piecewise-linear map through ``knots`` ((x0, y0), ..., (xk, yk), x strictly
+    increasing) applied to ``x`` (any shape), constant beyond the first and last knot; dtype
+    and shape of ``x``.
+
+    Written as a sum of clamped ramps, one per segment, rather than with ``searchsorted``:
+    elementwise operations only, which a trace and ONNX hold (ONNX has no searchsorted).
+    Strictly increasing between the first and last knot where the y are.
+    """
+    if len(knots) < 2:
+        raise ValueError(f"piecewise_linear needs at least two knots, got {len(knots)}")
+    work = torch.promote_types(x.dtype, torch.float32)
+    xs = torch.tensor([k[0] for k in knots], dtype=work, device=x.device)
+    ys = torch.tensor([k[1] for k in knots], dtype=work, device=x.device)
+    v = x.to(work)[..., None]
+    ramp = ((v - xs[:-1]) / (xs[1:] - xs[:-1])).clamp(0.0, 1.0)
+    return (ys[0] + (ramp * (ys[1:] - ys[:-1])).sum(dim=-1)).to(x.dtype)
