@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -41,6 +41,7 @@ __all__ = [
     "CASCADE_RECIPE",
     "PUBLISHED",
     "AUTO",
+    "AUTO_ITERS",
     "RECIPE_KEYS",
     "MECHANISM_KEYS",
     "EMPTY_MASK_MODES",
@@ -53,6 +54,8 @@ __all__ = [
 
 # yacs value of a recipe key meaning "the head's published recipe" (``None`` in Python).
 AUTO = -1.0
+# yacs value of ``NUM_ITERS`` meaning "1 with a mask head, 0 without" (``None`` in Python).
+AUTO_ITERS = -1
 EMPTY_MASK_MODES = ("keep", "drop")
 MASKNESS_SOURCES = ("first", "both")
 MASK_EDGES = ("probability", INTERIOR_EDGE)
@@ -145,7 +148,8 @@ class TurboParams:
 
     # Turbo cycles after the first mask prediction, >= 0: each refines the boxes from the
     # masks and predicts the masks again in the refined boxes. 0 = no cycle (upstream masks).
-    num_iters: int = 1
+    # Unset (None; -1 in yacs): 1 for a head with a mask head, 0 (Soft-NMS alone) without.
+    num_iters: Optional[int] = None
     # Pasted-mask probability at or above which a pixel is foreground for the refined box.
     box_thresh: Optional[float] = None
     # Mask cells at or above this probability enter Maskness (their mean).
@@ -182,6 +186,11 @@ class TurboParams:
     # with the earlier one resampled into its box, weighted like Maskness (scores fall further
     # below the detector's).
     rescore_agreement: bool = False
+    # Knots ((0, 0), ..., (1, 1)) of a strictly increasing piecewise-linear map of the rescored
+    # scores, x and y strictly increasing: it changes no order (no AP), only where a fixed
+    # score threshold cuts (``turbo.score_map.fit_score_map`` fits one on unlabelled images).
+    # () = no map.
+    score_map: Tuple[Tuple[float, float], ...] = ()
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
@@ -193,7 +202,10 @@ class TurboParams:
                 f"{lazy_key('soft_nms')} must be a SoftNMSParams or a mapping of "
                 f"its fields, got {self.soft_nms!r}"
             )
-        for name in RECIPE_KEYS:  # -1 (the yacs spelling of "unset") is accepted too
+        if _is_knot_list(self.score_map):  # yacs and YAML give lists: hold tuples of floats
+            knots = tuple((float(x), float(y)) for x, y in self.score_map)
+            object.__setattr__(self, "score_map", knots)
+        for name in RECIPE_KEYS + ("num_iters",):  # -1 (yacs' "unset") is accepted too
             value = getattr(self, name)
             if _is_number(value) and value == AUTO:
                 object.__setattr__(self, name, None)
@@ -202,7 +214,7 @@ class TurboParams:
     @property
     def active(self) -> bool:
         """Whether inference differs from the parent head at all."""
-        return self.num_iters > 0 or self.soft_nms.enabled
+        return self.num_iters != 0 or self.soft_nms.enabled
 
     @property
     def adaptive(self) -> bool:
@@ -211,12 +223,16 @@ class TurboParams:
 
     @property
     def unresolved(self) -> Tuple[str, ...]:
-        """Recipe keys still unset."""
-        return tuple(k for k in RECIPE_KEYS if getattr(self, k) is None)
+        """Keys still unset: recipe keys and ``num_iters``."""
+        return tuple(k for k in RECIPE_KEYS + ("num_iters",) if getattr(self, k) is None)
 
-    def resolved(self, recipe: Recipe) -> TurboParams:
-        """These parameters with every unset recipe key taken from ``recipe``."""
-        return dataclasses.replace(self, **{k: getattr(recipe, k) for k in self.unresolved})
+    def resolved(self, recipe: Recipe, mask_on: bool = True) -> TurboParams:
+        """These parameters with every unset recipe key taken from ``recipe``, and an unset
+        ``num_iters`` 1 where the head has a mask head (``mask_on``), else 0."""
+        values = {k: getattr(recipe, k) for k in self.unresolved if k != "num_iters"}
+        if self.num_iters is None:
+            values["num_iters"] = 1 if mask_on else 0
+        return dataclasses.replace(self, **values)
 
     def replace(self, **changes: Any) -> TurboParams:
         """A copy with ``changes``; ``soft_nms`` may be a mapping of the fields to change."""
@@ -256,11 +272,11 @@ class TurboParams:
         values.update(_flat_mapping(t.SOFT_NMS, "soft_nms."))
         _validate(values, yacs_key)
         num_iters = values["num_iters"]
-        if num_iters > 0 and not cfg.MODEL.MASK_ON:
+        if num_iters > 0 and not cfg.MODEL.MASK_ON:  # unset (-1) resolves to 0 there
             raise ValueError(
                 f"MODEL.TURBO.NUM_ITERS is {num_iters}, but the model has no mask head "
-                "(MODEL.MASK_ON False): set MODEL.TURBO.NUM_ITERS 0 for Soft-NMS alone, or "
-                "MODEL.MASK_ON True"
+                "(MODEL.MASK_ON False): set MODEL.TURBO.NUM_ITERS 0 (or -1, unset) for Soft-NMS "
+                "alone, or MODEL.MASK_ON True"
             )
         top = {k: v for k, v in values.items() if not k.startswith("soft_nms.")}
         return cls(
@@ -276,7 +292,7 @@ def add_turbo_config(cfg: CN) -> None:
     """Add the ``MODEL.TURBO`` node, with the defaults of :class:`TurboParams`, in place.
 
     Recipe keys are unset (-1): the head's recipe (:data:`MASK_RCNN_RECIPE`,
-    :data:`CASCADE_RECIPE`).
+    :data:`CASCADE_RECIPE`); so is ``NUM_ITERS`` (-1: 1 with a mask head, 0 without).
     Each key's meaning is the comment on its :class:`TurboParams` field.
     """
     default = TurboParams()
@@ -286,7 +302,7 @@ def add_turbo_config(cfg: CN) -> None:
             continue
         value = getattr(default, f.name)
         if value is None:
-            value = AUTO
+            value = AUTO_ITERS if f.name == "num_iters" else AUTO
         cfg.MODEL.TURBO[f.name.upper()] = value
     cfg.MODEL.TURBO.SOFT_NMS = CN()
     for f in fields(SoftNMSParams):
@@ -342,6 +358,29 @@ def _positive(v: Any) -> bool:
     return _is_number(v) and v > 0 and math.isfinite(v)
 
 
+def _is_knot_list(v: Any) -> bool:
+    """A sequence of (x, y) number pairs: lists and tuples, or a LazyConfig's list nodes."""
+
+    def seq(x: Any) -> bool:
+        return isinstance(x, Sequence) and not isinstance(x, str)
+
+    return seq(v) and all(seq(k) and len(k) == 2 and all(_is_number(a) for a in k) for k in v)
+
+
+def _score_map(v: Any) -> bool:
+    if not _is_knot_list(v):
+        return False
+    if len(v) == 0:
+        return True
+    xs, ys = [float(k[0]) for k in v], [float(k[1]) for k in v]
+    return (
+        len(v) >= 2
+        and (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 0.0, 1.0, 1.0)
+        and all(a < b for a, b in zip(xs, xs[1:]))
+        and all(a < b for a, b in zip(ys, ys[1:]))
+    )
+
+
 def _choice(choices: Tuple[str, ...]) -> Tuple[Callable[[Any], bool], str]:
     return (lambda v: v in choices), "one of " + ", ".join(map(repr, choices))
 
@@ -351,7 +390,11 @@ _RECIPE = (
     "a number in [0, 1] (or unset: -1 in yacs, None in Python, for the head's recipe)",
 )
 _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
-    "num_iters": (_count, "an integer >= 0"),
+    "num_iters": (
+        lambda v: v is None or (_is_number(v) and v == AUTO_ITERS) or _count(v),
+        "an integer >= 0 (or unset: -1 in yacs, None in Python, for 1 with a mask head and "
+        "0 without)",
+    ),
     **dict.fromkeys(RECIPE_KEYS, _RECIPE),
     "empty_mask": _choice(EMPTY_MASK_MODES),
     "maskness_source": _choice(MASKNESS_SOURCES),
@@ -360,6 +403,10 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "mask_fusion": (_unit, "a number in [0, 1]"),
     "repredict_scale": (lambda v: _is_number(v) and 1.0 <= v <= 2.0, "a number in [1, 2]"),
     "rescore_agreement": (_bool, "True or False"),
+    "score_map": (
+        _score_map,
+        "() or knots ((0, 0), ..., (1, 1)) whose x and y both strictly increase",
+    ),
     "soft_nms.enabled": (_bool, "True or False"),
     "soft_nms.method": _choice(SOFT_NMS_METHODS),
     "soft_nms.iou_thresh": (_unit, "a number in [0, 1]"),

@@ -10,21 +10,28 @@ untouched. Inference, batched over every detection of every image in the batch
 2. vanilla segmentation: the mask head on the detected boxes;
 3. ``num_iters`` turbo cycles: mask-to-box refinement of the boxes from their masks, then the
    mask head again on the refined boxes;
-4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness.
+4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness, then the optional
+   ``score_map``; detections scoring at or below the box head's ``SCORE_THRESH_TEST`` are
+   left out, as upstream leaves them out (Soft-NMS too keeps no decayed score below it).
 
 All boxes are XYXY in the resized input image (``Instances.image_size``), and every output
 mask is the one predicted in the output box (or resampled exactly into it), so
 ``detector_postprocess`` pastes it right. A model without a mask head (``MASK_ON`` False)
-can use the Soft-NMS detection stage with ``num_iters`` 0.
+uses the Soft-NMS detection stage alone (``num_iters`` unset or 0).
 
 Robustness: images without proposals or detections give empty ``Instances`` (with
 ``pred_masks`` of shape (0, 1, M, M)); non-finite box-head outputs are dropped by the
 detection stage; non-finite mask probabilities and scores are mapped to finite values
 (``turbo.ops.finite_probs``), so no NaN leaves the turbo path. The outputs of one image do
 not depend on the other images of the batch, up to the rounding of batched convolutions.
-On the default path the turbo code itself never makes the host wait for the device; the
-only host syncs left in a cycle are inside Detectron2's ``ROIPooler`` (mask pooling: the
-box-to-level assignment), which the upstream mask head pays as well.
+Host syncs: the Soft-NMS detection stage makes the host wait for the device (its candidate
+selection, category layout and stopping checks: ``docs/results/bench_ops.md`` counts them
+per image); a turbo cycle makes none of its own, the only ones left there being inside
+Detectron2's ``ROIPooler`` (mask pooling: the box-to-level assignment), which the upstream
+mask head pays as well; the output step makes one per image, to read which detections score
+above ``SCORE_THRESH_TEST``, as Detectron2's ``fast_rcnn_inference`` does. With autograd
+on, the outputs are those of autograd off; refined boxes are whole pixels and carry no
+gradient (``turbo.ops.mask_boxes``).
 
 Deployment: a model with these heads traces on one image (``detectron2.export.TracingAdapter``)
 and replays any other image as eager inference does, as TorchScript and ONNX
@@ -97,12 +104,13 @@ class TurboMixin:
                 f"{lazy_key('')[:-1]} must be a TurboParams or a mapping of its "
                 f"fields, got {type(turbo).__name__}"
             )
-        self.turbo = turbo.resolved(self.recipe())
-        if self.turbo.num_iters > 0 and not self.mask_on:
+        if turbo.num_iters is not None and turbo.num_iters > 0 and not self.mask_on:
             raise ValueError(
-                f"{lazy_key('num_iters')} is {self.turbo.num_iters}, but {type(self).__name__} "
-                f"has no mask head: set it to 0 for Soft-NMS alone, or give the head a mask head"
+                f"{lazy_key('num_iters')} is {turbo.num_iters}, but {type(self).__name__} "
+                f"has no mask head: set it to 0 (or leave it unset) for Soft-NMS alone, or give "
+                f"the head a mask head"
             )
+        self.turbo = turbo.resolved(self.recipe(), self.mask_on)
 
     @classmethod
     def recipe(cls) -> Recipe:
@@ -130,7 +138,7 @@ class TurboMixin:
         """
         own = self.turbo
         new = own if params is None else params
-        self.turbo = new.replace(**changes).resolved(self.recipe())
+        self.turbo = new.replace(**changes).resolved(self.recipe(), self.mask_on)
         try:
             yield self.turbo
         finally:
@@ -201,9 +209,7 @@ class TurboMixin:
         if not self.turbo.soft_nms.enabled:
             return self._forward_box(features, proposals)
         boxes, scores = self.box_candidates(features, proposals)
-        predictor = (
-            self.box_predictor[-1] if isinstance(self, CascadeROIHeads) else self.box_predictor
-        )
+        predictor = self.final_box_predictor()
         return soft_nms_detections(
             boxes,
             scores,
@@ -212,6 +218,11 @@ class TurboMixin:
             predictor.test_topk_per_image,
             self.turbo.soft_nms,
         )
+
+    def final_box_predictor(self):
+        """The box predictor whose score threshold and detections per image the outputs
+        keep: the last stage's for a cascade."""
+        return self.box_predictor[-1] if isinstance(self, CascadeROIHeads) else self.box_predictor
 
     def box_candidates(
         self, features: Dict[str, Tensor], proposals: List[Instances]
@@ -291,9 +302,11 @@ class TurboMixin:
             first_masks: their :meth:`first_masks`, when already computed.
 
         Returns:
-            per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored),
-            ``pred_classes``, ``pred_masks`` (Ni, 1, M, M) predicted in ``pred_boxes`` and
-            ``maskness`` (Ni,), sorted by score, descending (ties keep the input order).
+            per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored, then
+            mapped by ``score_map``), ``pred_classes``, ``pred_masks`` (Ni, 1, M, M) predicted
+            in ``pred_boxes`` and ``maskness`` (Ni,), sorted by score, descending (ties keep
+            the input order). Only detections scoring above the box predictor's
+            ``test_score_thresh`` (``SCORE_THRESH_TEST``) are returned, as upstream.
 
         No NaN reaches the output: mask probabilities and input scores that are NaN or -inf
         count as 0 and +inf as 1. Input boxes must be finite (the detection stage guarantees
@@ -309,7 +322,12 @@ class TurboMixin:
         if first_masks is None:
             first_masks = self.first_masks(features, instances)
         out = turbo_cycles(self.turbo, dets, first_masks, predict)
-        return out.to_instances(dets, sizes, drop_empty=self.turbo.empty_mask == "drop")
+        return out.to_instances(
+            dets,
+            sizes,
+            drop_empty=self.turbo.empty_mask == "drop",
+            score_thresh=self.final_box_predictor().test_score_thresh,
+        )
 
 
 @ROI_HEADS_REGISTRY.register()
