@@ -133,8 +133,9 @@ def test_bench_ops_script(tmp_path):
     assert sum(k.startswith("Soft-NMS, ") and "1,203 classes, top 300" in k for k in rows) == 3
     syncs = {k: int(v.split(" | ")[1]) for k, v in rows.items() if k.startswith("host syncs")}
     cycle = {k: n for k, n in syncs.items() if "the turbo cycle" in k}
-    # neither the published cycle nor the rank gate makes the host wait for the device
-    assert set(cycle.values()) == {0} and len(cycle) == 2, syncs
+    # neither the published cycle nor the rank gate makes the host wait for the device but
+    # once, to read which detections pass the score threshold
+    assert set(cycle.values()) == {1} and len(cycle) == 2, syncs
     assert any("Soft-NMS detection" in k for k in syncs), syncs
 
 
@@ -223,6 +224,9 @@ def test_crowds_script(tmp_path):
         "panoptic_merge.py",
         "make_shapes.py",
         "export_checkpoint.py",
+        "detectron2_tests.py",
+        "update_docs.py",
+        "fresh_clone.py",
     ],
 )
 def test_scripts_have_help(script, tmp_path):

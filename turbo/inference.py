@@ -28,6 +28,7 @@ from .ops import (
     finite_probs,
     mask_boxes,
     maskness,
+    piecewise_linear,
     resample_masks,
 )
 
@@ -114,14 +115,20 @@ class TurboResult:
         detections: Detections,
         image_sizes: Sequence[Tuple[int, int]],
         drop_empty: bool = False,
+        score_thresh: Optional[float] = None,
     ) -> List[Instances]:
         """Per image ``Instances`` (``pred_boxes``, ``scores``, ``pred_classes``,
         ``pred_masks`` (Ni, 1, M, M), ``maskness``) sorted by score; ``drop_empty`` leaves out
-        the rows without mask pixels (``empty_mask`` "drop")."""
+        the rows without mask pixels (``empty_mask`` "drop"), ``score_thresh`` those whose
+        score is not above it (as Detectron2's ``SCORE_THRESH_TEST`` leaves out)."""
+        keep = self.found if drop_empty else None
+        if score_thresh is not None:
+            above = self.scores > score_thresh
+            keep = above if keep is None else keep & above
         return per_image_instances(
             image_sizes,
             detections.counts,
-            keep=self.found if drop_empty else None,
+            keep=keep,
             pred_boxes=Boxes(self.boxes),
             scores=self.scores,
             pred_classes=detections.classes,
@@ -144,7 +151,9 @@ def soft_nms_detections(
         boxes: per image (Ri, K * 4) or (Ri, 4) box-head boxes, XYXY in the resized input image.
         scores: per image (Ri, K + 1) class probabilities, background last.
         image_shapes: per image (h, w) of the resized input image.
-        score_thresh: candidates at or below this score are discarded before suppression.
+        score_thresh: candidates at or below this score are discarded before suppression, and
+            decayed scores are kept down to ``max(soft_nms.min_score, score_thresh)``: the
+            user's threshold wins over Soft-NMS's own minimum.
         topk_per_image: detections kept per image (< 0 keeps all).
         soft_nms: the suppression's settings.
 
@@ -179,7 +188,7 @@ def soft_nms_detections(
         method=soft_nms.method,
         iou_threshold=soft_nms.iou_thresh,
         sigma=soft_nms.sigma,
-        min_score=soft_nms.min_score,
+        min_score=max(soft_nms.min_score, score_thresh),
         topk=topk_per_image,
         topk_by=None if one_image else im,
     )
@@ -228,7 +237,8 @@ def turbo_cycles(
     ("both"; the ``maskness`` returned is then the output masks'); with ``rescore_agreement``,
     also by the agreement (soft IoU) of each re-predicted mask with the earlier mask resampled
     into its box, in the last cycle that re-predicted it: each factor is ``(1 - w) + w *
-    value`` with the recipe's Maskness weight w, so scores stay in [0, 1]. With ``mask_edge``
+    value`` with the recipe's Maskness weight w, so scores stay in [0, 1]; then ``score_map``
+    maps them (strictly increasing, [0, 1] onto [0, 1]). With ``mask_edge``
     "half_interior" the output masks are then each divided by their interior level
     (``turbo.ops.edge_normalized``), those with a cell at or above ``box_thresh``.
 
@@ -277,6 +287,8 @@ def turbo_cycles(
         scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))
     if p.rescore_agreement:
         scores = scores * ((1.0 - w) + w * agreement)
+    if p.score_map:  # strictly increasing: the order, hence AP, is unchanged
+        scores = piecewise_linear(scores, p.score_map)
     if p.mask_edge != "probability":  # after Maskness, which reads probabilities
         masks = edge_normalized(masks, p.box_thresh)
     return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
@@ -319,8 +331,8 @@ def per_image_instances(
     results = []
     for size, sl in zip(image_sizes, image_slices(counts)):
         r = Instances(size, **{k: v[sl] for k, v in fields.items()})
-        if keep is not None:
-            r = r[keep[sl]]
+        if keep is not None:  # one read of the kept rows (a host sync), not one per field
+            r = r[keep[sl].nonzero().squeeze(1)]
         if sort:
             r = r[descending_order(r.scores)]
         results.append(r)

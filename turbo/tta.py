@@ -64,6 +64,9 @@ class TurboRCNNWithTTA(GeneralizedRCNNWithTTA):
             heads.turbo, dets, predict(dets.boxes, dets.classes, [len(merged)]), predict
         )
         (result,) = out.to_instances(
-            dets, [orig_shape], drop_empty=heads.turbo.empty_mask == "drop"
+            dets,
+            [orig_shape],
+            drop_empty=heads.turbo.empty_mask == "drop",
+            score_thresh=heads.final_box_predictor().test_score_thresh,
         )
         return {"instances": detector_postprocess(result, *orig_shape)}

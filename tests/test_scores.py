@@ -1,0 +1,188 @@
+"""Scores a user can threshold: no returned score at or below ``SCORE_THRESH_TEST`` (Soft-NMS's
+decayed duplicates and rescored detections included), through ``DefaultPredictor``,
+``LazyPredictor``, tracing and test-time augmentation; the score map is strictly increasing,
+keeps [0, 1], changes no order and so no AP, and its label-free fit matches the baseline's
+counts above each level."""
+
+import copy
+
+import pytest
+import torch
+from detectron2.config import LazyConfig
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+
+from turbo.benchmark.accuracy import evaluate_variants
+from turbo.benchmark.reference_models import REPO_ROOT, reference_model
+from turbo.benchmark.runner import inference_loader, set_score_thresh
+from turbo.benchmark.variants import Variant
+from turbo.build import load_model
+from turbo.config import TurboParams
+from turbo.datasets import register_synthetic_datasets
+from turbo.export import eager_outputs, trace
+from turbo.ops import piecewise_linear
+from turbo.predictor import build_predictor
+from turbo.score_map import collect_scores, fit_score_map
+from turbo.tta import TurboRCNNWithTTA
+
+KNOTS = ((0.0, 0.0), (0.1, 0.2), (0.4, 0.6), (0.7, 0.85), (1.0, 1.0))
+
+
+def _images(n=3):
+    register_synthetic_datasets()
+    return [read_image(d["file_name"], format="BGR") for d in DatasetCatalog.get("shapes_val")[:n]]
+
+
+def test_piecewise_linear_is_strictly_increasing_and_keeps_the_unit_interval():
+    x = torch.linspace(0, 1, 10001)
+    y = piecewise_linear(x, KNOTS)
+    assert torch.all(y[1:] > y[:-1])
+    assert float(y[0]) == 0.0 and float(y[-1]) == 1.0
+    for kx, ky in KNOTS:
+        assert float(piecewise_linear(torch.tensor([kx]), KNOTS)) == pytest.approx(ky)
+    identity = ((0.0, 0.0), (1.0, 1.0))
+    assert torch.allclose(piecewise_linear(x, identity), x)
+    assert piecewise_linear(x.to(torch.bfloat16), KNOTS).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="at least two knots"):
+        piecewise_linear(x, ((0.0, 0.0),))
+
+
+def test_fit_matches_the_baseline_counts_above_each_level():
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(2000, generator=g)
+    turbo = torch.rand(3000, generator=g) ** 1.7 * 0.9  # lower, more of them
+    knots = fit_score_map(base, turbo)
+    TurboParams(score_map=knots)  # a valid MODEL.TURBO.SCORE_MAP
+    mapped = piecewise_linear(turbo, knots)
+    for _, y in knots[1:-1]:
+        assert int((mapped > y).sum()) == int((base > y).sum()), y
+    assert torch.equal(torch.argsort(mapped, stable=True), torch.argsort(turbo, stable=True))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ((0.0, 0.0), (0.5, 0.4), (0.4, 0.6), (1.0, 1.0)),  # x not increasing
+        ((0.0, 0.0), (0.5, 0.6), (0.6, 0.6), (1.0, 1.0)),  # y not strictly increasing
+        ((0.0, 0.1), (1.0, 1.0)),  # does not start at (0, 0)
+        ((0.0, 0.0),),
+        ("0, 0", "1, 1"),
+    ],
+)
+def test_bad_score_maps_are_refused_naming_the_key(bad):
+    with pytest.raises(ValueError, match="model.roi_heads.turbo.score_map must be"):
+        TurboParams(score_map=bad)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    _, config, weights = reference_model("mask_rcnn")
+    return config, weights
+
+
+def test_score_map_changes_no_order_and_no_ap(shipped):
+    """On a small evaluation, the default with a map has the default's AP exactly, and each
+    image's detections in the same order with the mapped scores (threshold 0: the map keeps
+    every score above it)."""
+    register_synthetic_datasets()
+    cfg, model = load_model(*shipped, "cpu")
+    set_score_thresh(model, 0.0)
+    default = TurboParams().resolved(model.roi_heads.recipe())
+    rows = [
+        Variant("default", "m", default),
+        Variant("mapped", "m", default.replace(score_map=KNOTS)),
+    ]
+    dicts = DatasetCatalog.get("shapes_val")[:6]
+    res = evaluate_variants(
+        {"m": model}, rows, inference_loader(cfg, dicts), "shapes_val", keep_outputs=6
+    )
+    for task in ("bbox", "segm"):
+        assert res["mapped"][task]["AP"] == res["default"][task]["AP"], task
+    for a, b in zip(res["default"]["outputs"], res["mapped"]["outputs"]):
+        a, b = a["instances"], b["instances"]
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        torch.testing.assert_close(b.scores, piecewise_linear(a.scores, KNOTS))
+
+
+def _above(instances, thresh):
+    return len(instances) > 0 and float(instances.scores.min()) > thresh
+
+
+@pytest.mark.parametrize("thresh", [0.3, 0.5])
+def test_default_predictor_honours_the_threshold(shipped, thresh):
+    """Detectron2's tutorial threshold: every detection the default returns scores above it,
+    as the baseline's do, Soft-NMS's decayed duplicates and rescored detections included."""
+    config, weights = shipped
+    cfg, _ = load_model(config, weights, "cpu")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = thresh
+    predictor = build_predictor(cfg, weights, "cpu")
+    for image in _images():
+        assert _above(predictor(image)["instances"], thresh)
+        with predictor.model.roi_heads.turbo_params(score_map=KNOTS):
+            assert _above(predictor(image)["instances"], thresh)
+
+
+def test_lazy_predictor_honours_the_threshold(shipped):
+    _, weights = shipped
+    cfg = LazyConfig.load(f"{REPO_ROOT}/configs/shapes/turbo_mask_rcnn_R18_FPN.py")
+    cfg.model.roi_heads.box_predictor.test_score_thresh = 0.5
+    predictor = build_predictor(cfg, weights, "cpu")
+    for image in _images():
+        assert _above(predictor(image)["instances"], 0.5)
+
+
+@pytest.mark.filterwarnings("error::torch.jit.TracerWarning:turbo")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:detectron2")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:torch")
+def test_traced_model_honours_the_threshold(shipped):
+    _, model = load_model(*shipped, "cpu")
+    set_score_thresh(model, 0.5)
+    images = [torch.as_tensor(x.transpose(2, 0, 1).copy()) for x in _images()]
+    adapter, traced = trace(model, images[0])
+    for x in images[1:]:
+        with torch.no_grad():
+            out = adapter.outputs_schema(traced(x))[0]["instances"]
+        assert _above(out, 0.5)
+        assert len(out) == len(eager_outputs(model, x))
+
+
+def test_test_time_augmentation_honours_the_threshold(shipped):
+    cfg, model = load_model(*shipped, "cpu")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5
+    cfg.TEST.AUG.MIN_SIZES = (200, 256)
+    set_score_thresh(model, 0.5)
+    images = _images(2)
+    inputs = [
+        {
+            "image": torch.as_tensor(x.transpose(2, 0, 1).copy()),
+            "height": x.shape[0],
+            "width": x.shape[1],
+        }
+        for x in images
+    ]
+    with torch.no_grad():
+        out = TurboRCNNWithTTA(cfg, model, batch_size=2)(copy.deepcopy(inputs))
+    for r in out:
+        assert _above(r["instances"], 0.5)
+
+
+def test_collect_and_fit_on_unlabelled_images(shipped):
+    """The fit reads images only (no annotation); the fitted map is valid, and above each
+    knot's level the mapped Turbo scores are as many as the baseline's on those images."""
+    cfg, model = load_model(*shipped, "cpu")
+    register_synthetic_datasets()
+    dicts = [
+        {"file_name": d["file_name"], "image_id": i}
+        for i, d in enumerate(DatasetCatalog.get("shapes_tune")[:6])
+    ]
+    base, turbo = collect_scores(model, inference_loader(cfg, dicts))
+    knots = fit_score_map(base, turbo)
+    assert len(knots) > 3
+    TurboParams(score_map=knots)
+    mapped = piecewise_linear(turbo, knots)
+    for _, y in knots[1:-1]:
+        assert int((mapped > y).sum()) == int((base > y).sum()), y

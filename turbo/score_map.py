@@ -1,0 +1,87 @@
+"""A score map that needs no labels: Turbo's rescored scores mapped so that a fixed threshold
+keeps as many detections as the baseline's scores keep.
+
+Maskness rescoring multiplies every score by a factor at most 1, so a user who keeps the
+detections above a score keeps fewer objects with Turbo than without. A strictly increasing
+map of the final scores changes no order (no AP) and can undo that: :func:`fit_score_map`
+matches ranks, sending the score of Turbo's k-th best detection to the score of the
+baseline's k-th best, over a set of images with no annotations needed. Set the knots as
+``MODEL.TURBO.SCORE_MAP`` (``model.roi_heads.turbo.score_map``); the heads apply them with
+:func:`turbo.ops.piecewise_linear`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["fit_score_map", "collect_scores", "SCORE_LEVELS"]
+
+# Baseline scores at which a knot is placed: a threshold there keeps, on the fitting images,
+# exactly as many Turbo detections as baseline ones (linear between the knots).
+SCORE_LEVELS: Tuple[float, ...] = (
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    0.95,
+)
+
+
+def fit_score_map(
+    baseline_scores: Tensor,
+    turbo_scores: Tensor,
+    levels: Sequence[float] = SCORE_LEVELS,
+) -> Tuple[Tuple[float, float], ...]:
+    """Knots ((0, 0), ..., (1, 1)) of a strictly increasing map of Turbo's final scores.
+
+    Args:
+        baseline_scores: (Nb,) scores of the baseline's detections on some images.
+        turbo_scores: (Nt,) Turbo's final scores (unmapped) on the same images.
+        levels: baseline scores in (0, 1) at which to place a knot.
+
+    For each level y with n baseline scores above it, the knot's x lies between Turbo's n-th
+    and (n + 1)-th highest scores, so a threshold at y after the map keeps n Turbo detections
+    too. Levels whose x would not increase strictly (or that Turbo's scores cannot reach) are
+    left out; the map is linear between the knots and from (0, 0) and to (1, 1).
+    """
+    b = torch.sort(baseline_scores.flatten().double(), descending=True).values
+    t = torch.sort(turbo_scores.flatten().double(), descending=True).values
+    knots = [(0.0, 0.0)]
+    for y in sorted(levels):
+        if not 0.0 < y < 1.0:
+            raise ValueError(f"score levels must lie in (0, 1), got {y}")
+        n = int((b > y).sum())
+        if n == 0 or n >= len(t):
+            continue
+        x = 0.5 * float(t[n - 1] + t[n])  # n of Turbo's scores lie above x
+        if knots[-1][0] < x < 1.0 and knots[-1][1] < y:
+            knots.append((x, float(y)))
+    knots.append((1.0, 1.0))
+    out = [(round(x, 6), round(y, 6)) for x, y in knots]
+    return tuple(k for i, k in enumerate(out) if i == 0 or k[0] > out[i - 1][0])
+
+
+@torch.no_grad()
+def collect_scores(model: nn.Module, batches: Iterable[List[dict]]) -> Tuple[Tensor, Tensor]:
+    """(baseline scores, Turbo's unmapped final scores) of a model with turbo ROI heads over
+    ``batches`` of Detectron2 inputs (images only: no annotation is read), for
+    :func:`fit_score_map`. The baseline is Detectron2's own inference (no cycle, hard NMS);
+    Turbo runs with the model's own parameters, its score map left out."""
+    heads = model.roi_heads
+    base, turbo = [], []
+    for batch in batches:
+        with heads.turbo_params(num_iters=0, soft_nms={"enabled": False}):
+            base += [r["instances"].scores.float().cpu() for r in model(batch)]
+        with heads.turbo_params(score_map=()):
+            turbo += [r["instances"].scores.float().cpu() for r in model(batch)]
+    return torch.cat(base), torch.cat(turbo)
