@@ -117,16 +117,11 @@ def detectron2_action(have: Installed, commit: str) -> Tuple[str, str]:
     )
 
 
-def missing_requirements(
-    path: str = REQUIREMENTS, skip: Tuple[str, ...] = ()
-) -> Optional[List[str]]:
-    """Lines of ``path`` whose requirement is not satisfied (those naming a package of
-    ``skip`` left out), or None when that cannot be told (no ``packaging`` module yet)."""
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        return None
-    missing = []
+def _requirements(path: str, skip: Tuple[str, ...]):
+    """(line, Requirement) of each requirement of ``path`` that applies here (its marker
+    holds), those naming a package of ``skip`` left out. Needs ``packaging``."""
+    from packaging.requirements import Requirement
+
     with open(path) as f:
         for raw in f:
             line = raw.split("#")[0].strip()
@@ -135,12 +130,36 @@ def missing_requirements(
             req = Requirement(line)
             if req.marker is not None and not req.marker.evaluate():
                 continue
-            if req.name.lower() in skip:
-                continue
-            have = installed(req.name).version
-            if have is None or not req.specifier.contains(have, prereleases=True):
-                missing.append(line)
+            if req.name.lower() not in skip:
+                yield line, req
+
+
+def missing_requirements(
+    path: str = REQUIREMENTS, skip: Tuple[str, ...] = ()
+) -> Optional[List[str]]:
+    """Lines of ``path`` whose requirement is not satisfied (those naming a package of
+    ``skip`` left out), or None when that cannot be told (no ``packaging`` module yet)."""
+    try:
+        import packaging.requirements  # noqa: F401
+    except ImportError:
+        return None
+    missing = []
+    for line, req in _requirements(path, skip):
+        have = installed(req.name).version
+        if have is None or not req.specifier.contains(have, prereleases=True):
+            missing.append(line)
     return missing
+
+
+def bounded_requirements(path: str = REQUIREMENTS, skip: Tuple[str, ...] = ()) -> List[str]:
+    """Lines of ``path`` that cap a version (``<``, ``<=``, ``==``, ``~=``): passed with every
+    install, so that pip keeps them while it satisfies the others (PyTorch asks for a newer
+    setuptools than the ``setuptools<81`` Detectron2's model zoo needs)."""
+    return [
+        line
+        for line, req in _requirements(path, skip)
+        if any(s.operator in ("<", "<=", "==", "~=", "===") for s in req.specifier)
+    ]
 
 
 def turbo_is_this_checkout(have: Installed, root: str = ROOT) -> bool:
@@ -209,7 +228,8 @@ def install_here(dry_run: bool, keep_torch: bool) -> None:
         _run(PIP + ["install", "-q", "packaging"], dry_run, "install packaging")
         missing = [] if dry_run else missing_requirements(skip=skip)
     if missing:
-        _run(PIP + ["install", "-q"] + missing, dry_run, f"install {', '.join(missing)}")
+        kept = [x for x in bounded_requirements(skip=skip) if x not in missing]
+        _run(PIP + ["install", "-q"] + missing + kept, dry_run, f"install {', '.join(missing)}")
     else:
         say("the registry packages of requirements.txt are installed")
     no_deps = missing_requirements(NO_DEPS_REQUIREMENTS) or []
@@ -226,6 +246,7 @@ def install_here(dry_run: bool, keep_torch: bool) -> None:
     say(why)
     if action == "install":
         cmd = PIP + ["install", "-q", "--no-build-isolation", f"git+{url}@{commit}"]
+        cmd += bounded_requirements(skip=skip)  # its own dependencies must not move them
         say(f"Detectron2 is not on PyPI: building it from {url} at {commit[:12]} (a few minutes)")
         if not dry_run and subprocess.run(cmd, env=PIP_ENV, stdout=sys.stderr).returncode != 0:
             raise SystemExit(
@@ -241,6 +262,9 @@ def install_here(dry_run: bool, keep_torch: bool) -> None:
             dry_run,
             "install turbo from this checkout",
         )
+    broken = [] if dry_run else missing_requirements(skip=skip)
+    if broken:  # an install replaced what an earlier one had satisfied
+        raise SystemExit(f"setup: after installing, these requirements do not hold: {broken}")
 
 
 def main(argv=None) -> int:
@@ -263,8 +287,9 @@ def main(argv=None) -> int:
         python = venv_python()
         if not os.path.exists(python):
             _run([sys.executable, "-m", "venv", VENV], args.dry_run, "create the environment")
-        if not args.dry_run:
+        if os.path.exists(python):  # set it up (with --dry-run: say what that would do)
             cmd = [python, os.path.abspath(__file__), "--in-place"]
+            cmd += ["--dry-run"] if args.dry_run else []
             if subprocess.run(cmd, stdout=sys.stderr).returncode != 0:
                 raise SystemExit(f"setup: could not set up {VENV}")
     else:

@@ -6,6 +6,7 @@ files."""
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 
@@ -120,13 +121,99 @@ def _setup(python, *args):
 
 
 def test_dry_run_on_this_machine_installs_nothing():
-    """This machine has everything: the setup uses this interpreter and installs nothing."""
+    """This machine is set up (whichever way the setup took: this interpreter's own stack, or
+    the checkout's .venv on a fresh machine): the setup chooses the interpreter these tests
+    run in and would install nothing."""
     out = _setup(sys.executable, "--dry-run", "--print-python")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == sys.executable
-    assert "as they are" in out.stderr
+    assert out.stdout.strip().splitlines()[-1] == sys.executable, out.stderr
     assert "the registry packages of requirements.txt are installed" in out.stderr
+    assert "Detectron2 is installed at the pinned commit" in out.stderr
+    assert "turbo is installed from this checkout" in out.stderr
     assert "pip" not in out.stderr.replace("pip's", "")
+
+
+def test_bounded_requirements_go_with_every_install(tmp_path):
+    """Lines that cap a version are passed with every install, so that a dependency's newer
+    minimum (PyTorch's setuptools>=77) cannot lift them (setuptools<81)."""
+    req = tmp_path / "requirements.txt"
+    req.write_text("torch==2.14.1\nsetuptools<81\nnumpy\nfvcore>=0.1.5,<0.1.6\nscipy>=1\n")
+    assert setup_env.bounded_requirements(str(req)) == [
+        "torch==2.14.1",
+        "setuptools<81",
+        "fvcore>=0.1.5,<0.1.6",
+    ]
+    assert setup_env.bounded_requirements(str(req), skip=("torch",))[0] == "setuptools<81"
+    assert "setuptools<81" in setup_env.bounded_requirements()
+
+
+def _copy_checkout(dest):
+    """The files of this checkout that git tracks or would track (as a fresh clone has them,
+    the large checkpoints left out), copied to ``dest``."""
+    files = subprocess.run(
+        ["git", "-C", ROOT, "ls-files", "-co", "--exclude-standard", "-z"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = os.path.join(ROOT, rel)
+        if rel.startswith("checkpoints/") or not os.path.isfile(src):
+            continue
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy2(src, os.path.join(dest, rel))
+
+
+def test_fresh_checkout_sets_up_its_venv_and_passes_there(tmp_path):
+    """The path a fresh machine takes: the setup finds the checkout's .venv, sets it up (turbo
+    from that checkout) and names its interpreter, and the environment tests pass when run by
+    that interpreter, as the second README command runs them after the first made the .venv.
+    The .venv sees this machine's packages (--system-site-packages) instead of downloading
+    PyTorch and building Detectron2 again; what the setup installs goes into the .venv."""
+    checkout = tmp_path / "checkout"
+    _copy_checkout(str(checkout))
+    venv = checkout / ".venv"
+    # without pip of its own: this machine's pip and setuptools serve it, as they are
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
+    script = str(checkout / "scripts" / "setup_env.py")
+    out = subprocess.run(
+        [sys.executable, script, "--print-python"], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    python = setup_env.venv_python(str(venv))
+    assert out.stdout.strip().splitlines()[-1] == python
+    assert "using the virtual environment" in out.stderr
+    assert "install turbo from this checkout" in out.stderr
+    where = subprocess.run(
+        [python, "-c", "import turbo; print(turbo.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
+    assert where.stdout.strip().startswith(str(checkout)), where.stderr
+    tests = subprocess.run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(checkout / "tests" / "test_setup_env.py"),
+            "--deselect",
+            "tests/test_setup_env.py::"
+            + test_fresh_checkout_sets_up_its_venv_and_passes_there.__name__,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(checkout),
+        timeout=600,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
 
 
 def test_dry_run_without_pytorch_chooses_a_new_venv(tmp_path):
