@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -15,6 +16,9 @@ __all__ = [
     "results_json",
     "median_latency",
     "relative_latency",
+    "headline_table",
+    "HEADLINE_BEGIN",
+    "HEADLINE_END",
 ]
 
 
@@ -117,3 +121,46 @@ def results_json(
         for v in variants
     ]
     return json.dumps({**header, "rows": rows}, indent=1, default=float)
+
+
+# The README's results table: (JSON at the default score threshold, JSON at 100 detections
+# per image), each written by ``scripts/benchmark.py`` into docs/results/.
+HEADLINE_SOURCES = (
+    ("benchmark.json", "benchmark_100dets.json"),
+    ("benchmark_scenes.json", "benchmark_scenes_100dets.json"),
+)
+HEADLINE_BEGIN = (
+    "<!-- results table: written by python scripts/update_docs.py from docs/results -->"
+)
+HEADLINE_END = "<!-- end of results table -->"
+
+
+def headline_table(results_dir: str) -> str:
+    """The README's results table, from the benchmark JSON files of ``results_dir``
+    (:data:`HEADLINE_SOURCES`): per model, the baseline and the package default at the
+    default score threshold, with box recall above scores 0.5 and 0.7, and the latency at 100
+    detections per image. A default that equals the published recipe says so."""
+    lines = [
+        "| model (val split) | setting | box AP | mask AP | box recall @ 0.5 / 0.7 | "
+        "latency (x baseline) | at 100 dets/img |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for main, hundred in HEADLINE_SOURCES:
+        with open(os.path.join(results_dir, main)) as f:
+            doc = json.load(f)
+        with open(os.path.join(results_dir, hundred)) as f:
+            at_100 = {(r["model"], r["kind"]): r for r in json.load(f)["rows"]}
+        for r in doc["rows"]:
+            if r["kind"] not in ("baseline", "default"):
+                continue
+            setting = "baseline"
+            if r["kind"] == "default":
+                setting = "**default**" + (" (published)" if "published" in r["name"] else "")
+            recall = r["score_pr"]["bbox"]
+            lat100 = at_100[(r["model"], r["kind"])]["latency_x_baseline"]
+            lines.append(
+                f"| {r['model']} ({doc['dataset']}) | {setting} | {r['bbox']['AP']:.2f} | "
+                f"{r['segm']['AP']:.2f} | {recall['0.5'][1]:.1f} / {recall['0.7'][1]:.1f} | "
+                f"{r['latency_x_baseline']:.3f} | {lat100:.3f} |"
+            )
+    return "\n".join(lines)
