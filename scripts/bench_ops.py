@@ -25,6 +25,15 @@ Every timing is a median over ``--repeats`` after warm-up, the variants alternat
     python scripts/bench_ops.py [--device cuda] [--repeats 7]
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import json
 import os
@@ -34,9 +43,6 @@ import sys
 import torch
 
 from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 def parse_args(argv=None):

@@ -23,6 +23,15 @@ Any registered dataset, config (yacs or LazyConfig) and weights work, e.g. COCO:
 ``examples.png`` to ``--output-dir``.
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import os
 import sys
@@ -32,9 +41,6 @@ import torch
 
 from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
 from turbo.datasets import register_synthetic_datasets
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 DEFAULT_MODELS = ["mask_rcnn", "cascade"]
 

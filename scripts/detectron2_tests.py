@@ -14,16 +14,21 @@ weights or files), which is out of Turbo's reach::
         --output docs/results/detectron2_tests.md
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import os
 import re
 import subprocess
 import sys
 import time
-
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 DEFAULT_TESTS = (
     "tests/modeling",

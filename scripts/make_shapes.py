@@ -12,6 +12,15 @@ Without ``--out`` the split goes into the cache (``--root``, else $TURBO_DATASET
 ``DIR/<split>/`` and ``DIR/<split>.json`` directly.
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import json
 import os
@@ -20,9 +29,6 @@ import time
 import numpy as np
 
 from turbo import datasets as shapes
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 def _preview(json_file: str, image_root: str, n: int, out_png: str, cols: int = 4) -> str:

@@ -14,6 +14,15 @@ first use)::
     python scripts/panoptic_merge.py --output docs/results/panoptic.json
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import json
 import os
@@ -24,9 +33,6 @@ import torch
 
 from turbo.benchmark.panoptic import SETTINGS
 from turbo.benchmark.reference_models import REPO_ROOT
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 DEFAULT_CONFIG = "configs/shapes/turbo_panoptic_fpn_R18_FPN.yaml"
 DEFAULT_WEIGHTS = "checkpoints/shapes_panoptic_fpn_R18_FPN.pth"

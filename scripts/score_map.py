@@ -12,15 +12,20 @@ the score threshold (what the heads return with ``MODEL.TURBO.SCORE_MAP`` set)::
     python scripts/score_map.py --output docs/results/score_map.md
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import sys
 import time
 
 import torch
-
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 # the domain's tuning split of each reference model's validation split
 FIT_SPLIT = {"shapes_val": "shapes_tune", "scenes_val": "scenes_tune"}

@@ -12,15 +12,20 @@ Prints a table sorted by box AP + mask AP and writes it to ``--output``::
         --weights checkpoints/shapes_mask_rcnn_R18_FPN.pth --dataset shapes_tune --grid mechanisms
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import sys
 import time
 
 import torch
-
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 GRIDS = {
     "thresholds": {

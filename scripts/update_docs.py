@@ -6,6 +6,15 @@ home), between its markers; ``--check`` only says whether the README is up to da
     python scripts/update_docs.py --check   # exit 1 if the README's table differs
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import os
 import sys

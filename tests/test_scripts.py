@@ -256,3 +256,23 @@ def test_scripts_are_thin(path):
             assert not (
                 node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys"
             ), "sys.path"
+
+
+ENTRY_POINTS = sorted(
+    p
+    for p in glob.glob(os.path.join(SCRIPTS, "*.py"))
+    + glob.glob(os.path.join(ROOT, "projects", "turbo", "*.py"))
+    if os.path.basename(p) not in ("setup_env.py", "fresh_clone.py")  # standard library only
+)
+
+
+@pytest.mark.parametrize("path", ENTRY_POINTS, ids=os.path.basename)
+def test_entry_points_start_quiet(path, tmp_path):
+    """No third-party warning before a program's own output: the entry points install the
+    known filters before they import Detectron2 (the library installs none)."""
+    out = subprocess.run(
+        [sys.executable, path, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "usage" in out.stdout
+    assert "Warning" not in out.stderr, out.stderr[-3000:]

@@ -121,7 +121,8 @@ class SoftNMSParams:
     iou_thresh: float = SOFT_NMS_IOU_THRESH
     # Gaussian decay width, > 0.
     sigma: float = SOFT_NMS_SIGMA
-    # Boxes whose decayed score falls below this are discarded, in [0, 1].
+    # Boxes whose decayed score falls below this are discarded, in [0, 1]; so are those at or
+    # below the box head's SCORE_THRESH_TEST when it is higher (the user's threshold wins).
     min_score: float = SOFT_NMS_MIN_SCORE
 
     def __post_init__(self) -> None:

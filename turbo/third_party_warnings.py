@@ -2,10 +2,14 @@
 
 Each entry names one warning by category, the start of its message and the module it is
 attributed to; nothing else is filtered, and no warning of turbo's own code. Importing turbo
-installs nothing: programs call :func:`silence_known_warnings` (the entry points and scripts
-do, for their own process), and the test suite adds the same entries to pytest's
-``filterwarnings`` (``tests/conftest.py``). Warnings Detectron2 gives while it is imported come
-before any program can install a filter, as they do for every Detectron2 program.
+installs nothing: programs call :func:`silence_known_warnings`, and the test suite adds the
+same entries to pytest's ``filterwarnings`` (``tests/conftest.py``). Detectron2 warns while it
+is imported, and importing any module of turbo imports it, so the entry points and scripts run
+this file (standard library only) by its path before any import of theirs::
+
+    runpy.run_path(
+        importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+    )["silence_known_warnings"]()
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ VALUE``) or LazyConfig (``--opts key=value``). Without ``--output`` the result i
 window (an OpenCV with GUI support is needed for that).
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import glob
 import os
@@ -28,10 +37,7 @@ from detectron2.utils.logger import setup_logger
 from turbo.build import load_config
 from turbo.datasets import register_synthetic_datasets
 from turbo.predictor import build_predictor, class_names, predict_baseline_and_turbo
-from turbo.third_party_warnings import silence_known_warnings
 from turbo.visualization import distinct_colors, draw_instances, side_by_side
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 WINDOW_NAME = "turbo"
 

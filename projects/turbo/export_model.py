@@ -18,6 +18,15 @@ test time and returns the ROI heads' outputs before ``detector_postprocess``
 (``turbo.export``). ONNX needs the ``onnx`` and ``onnxruntime`` packages.
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import argparse
 import logging
 import os
@@ -43,9 +52,6 @@ from turbo.export import (
 )
 from turbo.heads import TurboMixin
 from turbo.predictor import build_predictor, model_input
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 def get_parser() -> argparse.ArgumentParser:

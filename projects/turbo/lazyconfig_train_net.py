@@ -15,6 +15,15 @@ launcher (``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``
 is not available the processes use gloo and the model runs on CPU.
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import logging
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -33,9 +42,6 @@ from turbo.build import resolve_device
 from turbo.datasets import register_synthetic_datasets
 from turbo.launch import create_ddp_model, launch
 from turbo.lazy import evaluate_lazy
-from turbo.third_party_warnings import silence_known_warnings
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 logger = logging.getLogger("detectron2")
 

@@ -17,6 +17,15 @@ is not available the processes use gloo and the model runs on CPU. LazyConfig (`
 configs go through ``lazyconfig_train_net.py``.
 """
 
+import importlib.util
+import runpy
+
+# Detectron2 warns while it is imported, and importing turbo imports it: this program's filters
+# for the known notices go in first, from turbo's standard-library module run by its path.
+runpy.run_path(
+    importlib.util.find_spec("turbo").submodule_search_locations[0] + "/third_party_warnings.py"
+)["silence_known_warnings"]()
+
 import os
 
 import detectron2.utils.comm as comm
@@ -28,10 +37,7 @@ from turbo.build import load_config, resolve_device
 from turbo.datasets import register_synthetic_datasets
 from turbo.evaluation import build_evaluator
 from turbo.launch import launch
-from turbo.third_party_warnings import silence_known_warnings
 from turbo.tta import TurboRCNNWithTTA
-
-silence_known_warnings()  # Detectron2's and PyTorch's known notices, in this program only
 
 
 class Trainer(DefaultTrainer):
