@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from turbo.benchmark.reference_models import REFERENCE_MODELS
+
 # the domain's tuning split of each reference model's validation split
 FIT_SPLIT = {"shapes_val": "shapes_tune", "scenes_val": "scenes_tune"}
 
@@ -40,14 +42,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--reference",
         nargs="+",
-        default=[
-            "mask_rcnn",
-            "cascade",
-            "heldout",
-            "heldout_cascade",
-            "scenes_mask_rcnn",
-            "scenes_cascade",
-        ],
+        default=[n for n in REFERENCE_MODELS if n != "panoptic_fpn"],  # the instance models
     )
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     p.add_argument("--max-images", type=int, default=0, help="per split; 0 = all")
