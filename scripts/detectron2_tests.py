@@ -76,26 +76,29 @@ class Outcomes:
     """A pytest plugin recording each test's outcome and the last line of its error."""
 
     def __init__(self):
-        self.rows = {}  # nodeid -> (outcome, last error line)
+        self.rows = {}  # nodeid -> (outcome, error text, its message in one line)
+
+    @staticmethod
+    def _error(report):
+        """(error text, its message in one line) of a report."""
+        text = str(report.longrepr or "")
+        last = next((x.strip() for x in reversed(text.splitlines()) if x.strip()), "")
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and crash.message:  # the exception's own message, not its frame
+            last = crash.message.splitlines()[0]
+        if report.skipped and isinstance(report.longrepr, tuple):
+            last = str(report.longrepr[2])
+        return text, last[:200]
 
     def pytest_collectreport(self, report):
         if report.failed:  # a test file that cannot be imported counts as a failed test
-            text = str(report.longrepr or "")
-            last = next((x.strip() for x in reversed(text.splitlines()) if x.strip()), "")
-            self.rows[report.nodeid] = ("failed", text, last[:200])
+            self.rows[report.nodeid] = ("failed", *self._error(report))
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.outcome != "passed":
             if report.nodeid in self.rows and self.rows[report.nodeid][0] != "passed":
                 return  # a teardown after a failed call: keep the call's error
-            text = str(report.longrepr or "")
-            last = next((x.strip() for x in reversed(text.splitlines()) if x.strip()), "")
-            crash = getattr(report.longrepr, "reprcrash", None)
-            if crash is not None:  # the exception's own message, not the frame it was raised in
-                last = crash.message.splitlines()[0] if crash.message else last
-            if report.skipped and isinstance(report.longrepr, tuple):
-                last = str(report.longrepr[2])
-            self.rows[report.nodeid] = (report.outcome, text, last[:200])
+            self.rows[report.nodeid] = (report.outcome, *self._error(report))
 
 
 def classify(outcome: str, text: str) -> str:

@@ -57,11 +57,10 @@ def unsourced_numbers(text: str, sources) -> list:
     text = re.sub(r"Python \d+\.\d+", "", text)  # versions are not measurements
     if HEADLINE_BEGIN in text:
         text = text.replace(_readme_block(text), "")
-    lines = [x for x in text.splitlines() if not x.startswith("| ") or "`configs/" in x]
     kept = []
-    for line in lines:
-        if line.startswith("| "):  # the model families table: its last cell is the zoo's
-            line = line.rsplit("|", 2)[0]
+    for line in text.splitlines():
+        if line.startswith("| ") and "`configs/" in line:  # a model families row: its last
+            line = line.rsplit("|", 2)[0]  # cell is the model zoo's published numbers
         kept.append(line)
     return [n for n in _MEASURED.findall("\n".join(kept)) if n not in sources]
 

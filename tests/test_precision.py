@@ -9,6 +9,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
+from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.structures import pairwise_iou
 
 from turbo.benchmark.reference_models import reference_model
@@ -56,8 +57,8 @@ def _grads(model, images):
     proposals, _ = model.proposal_generator(inputs, features, None)
     results, _ = model.roi_heads(inputs, features, proposals, None)
     heads = model.roi_heads
-    predictor = heads.box_predictor[-1] if hasattr(heads, "num_cascade_stages") else None
-    predictor = predictor or heads.box_predictor
+    cascade = isinstance(heads, CascadeROIHeads)
+    predictor = heads.box_predictor[-1] if cascade else heads.box_predictor
     weights = {"cls_score": predictor.cls_score.weight, "mask": heads.mask_head.predictor.weight}
     scores = torch.cat([r.scores for r in results]).sum()
     masks = torch.cat([r.pred_masks for r in results]).sum()
