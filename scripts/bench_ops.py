@@ -9,7 +9,7 @@
    torchvision's hard ``batched_nms``, with the top 100 kept as the heads keep them (its steps
    stop once the top 100 is settled) and with every step run; and at LVIS scale (1,203
    classes, top 300, scores down to 1e-4, 5,000 to 80,000 candidates of
-   ``turbo.testing.lvis_like_candidates``) against Detectron2's ``batched_nms``.
+   ``turbo.benchmark.synthetic.lvis_like_candidates``) against Detectron2's ``batched_nms``.
 3. End to end at 800x1333 with 100 detections per image, random weights (nothing can be
    downloaded here; the mask heads cost what a trained one costs): one turbo cycle against
    the baseline for Mask R-CNN R50-FPN (28x28 masks) and PointRend R50-FPN (224x224 masks);
@@ -62,9 +62,10 @@ def parse_args(argv=None):
 
 def memory_child(which: str, mask_size: int, device: str, size: int = 4000) -> None:
     """In a child process: peak extra memory (MiB) of one call on a size x size image."""
+    from turbo.benchmark.mask_paste import pasted_mask_boxes
+    from turbo.benchmark.synthetic import random_soft_masks
     from turbo.benchmark.timing import peak_extra_memory_mib
     from turbo.ops import mask_boxes
-    from turbo.testing import pasted_mask_boxes, random_soft_masks
 
     probs, _ = random_soft_masks(100, mask_size, size, size, device)
     boxes = torch.tensor([[0.0, 0.0, size * 0.9, size * 0.9]], device=device).expand(100, 4)
@@ -76,9 +77,10 @@ def memory_child(which: str, mask_size: int, device: str, size: int = 4000) -> N
 
 
 def bench_mask_boxes(device, repeats, mask_size):
+    from turbo.benchmark.mask_paste import pasted_mask_boxes
+    from turbo.benchmark.synthetic import random_soft_masks
     from turbo.benchmark.timing import time_calls
     from turbo.ops import mask_boxes
-    from turbo.testing import pasted_mask_boxes, random_soft_masks
 
     h, w = 800, 1333
     probs, boxes = random_soft_masks(100, mask_size, h, w, device)
@@ -127,9 +129,9 @@ def bench_mask_boxes(device, repeats, mask_size):
 def bench_soft_nms(device, repeats):
     from torchvision.ops import batched_nms
 
+    from turbo.benchmark.synthetic import coco_like_candidates
     from turbo.benchmark.timing import time_calls
     from turbo.ops import batched_soft_nms
-    from turbo.testing import coco_like_candidates
 
     boxes, scores, cls = (t.to(device) for t in coco_like_candidates())
     t = time_calls(
@@ -161,9 +163,9 @@ def bench_lvis_soft_nms(device, repeats):
     NMS Detectron2's ``fast_rcnn_inference`` runs, at several candidate counts."""
     from detectron2.layers import batched_nms
 
+    from turbo.benchmark.synthetic import lvis_like_candidates
     from turbo.benchmark.timing import time_calls
     from turbo.ops import batched_soft_nms
-    from turbo.testing import lvis_like_candidates
 
     rows, seconds = [], {}
     for per in (5, 20, 80):
@@ -194,9 +196,9 @@ def bench_lvis_cycle(device, repeats):
     cycle, with every mask re-predicted and with the rank gate."""
     from detectron2.structures import Boxes, Instances
 
+    from turbo.benchmark.synthetic import lvis_like_candidates
     from turbo.benchmark.timing import time_calls
     from turbo.build import build_turbo_model, load_config
-    from turbo.testing import lvis_like_candidates
 
     cfg = load_config(
         os.path.join(
@@ -265,24 +267,12 @@ def bench_lvis_cycle(device, repeats):
 
 
 def random_model(config: str, device: str, num_iters: int):
-    """A model of ``config`` with random weights, 100 distinct boxes out of every image
-    (``turbo.testing.zero_box_regression``), as from a trained model."""
-    from turbo.build import build_turbo_model, load_config
-    from turbo.testing import zero_box_regression
+    """``turbo.benchmark.synthetic.random_model`` of ``config`` with ``num_iters`` cycles and
+    hard NMS."""
+    from turbo.benchmark.synthetic import random_model as build
 
-    cfg = load_config(
-        os.path.join(REPO_ROOT, config),
-        [
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-            "0.0",
-            "MODEL.TURBO.NUM_ITERS",
-            str(num_iters),
-            "MODEL.TURBO.SOFT_NMS.ENABLED",
-            "False",
-        ],
-    )
-    torch.manual_seed(0)
-    return zero_box_regression(build_turbo_model(cfg, device)).eval()
+    opts = ["MODEL.TURBO.NUM_ITERS", str(num_iters), "MODEL.TURBO.SOFT_NMS.ENABLED", "False"]
+    return build(os.path.join(REPO_ROOT, config), device, opts)
 
 
 def bench_end_to_end(device, repeats, soft_nms_seconds, lvis_soft_nms_seconds):
@@ -348,12 +338,13 @@ def bench_end_to_end(device, repeats, soft_nms_seconds, lvis_soft_nms_seconds):
 def bench_host_syncs(device, dataset):
     from detectron2.data import DatasetCatalog
 
+    from turbo.benchmark.host_syncs import count_host_syncs
     from turbo.benchmark.runner import inference_loader, run_prefix, set_score_thresh
+    from turbo.benchmark.variants import PUBLISHED
     from turbo.build import load_model
-    from turbo.config import PUBLISHED, TurboParams
+    from turbo.config import TurboParams
     from turbo.datasets import register_synthetic_datasets
     from turbo.inference import soft_nms_detections
-    from turbo.testing import count_host_syncs
 
     register_synthetic_datasets()
     _, cfg_file, weights = REFERENCE_MODELS["mask_rcnn"]

@@ -68,9 +68,9 @@ def main(argv=None):
     from turbo.benchmark.report import relative_latency
     from turbo.benchmark.runner import inference_loader
     from turbo.benchmark.timing import latency_samples
-    from turbo.benchmark.variants import Variant
+    from turbo.benchmark.variants import PUBLISHED, Variant
     from turbo.build import load_model
-    from turbo.config import PUBLISHED, TurboParams
+    from turbo.config import TurboParams
     from turbo.datasets import register_synthetic_datasets
 
     log = setup_logger(name="turbo", abbrev_name="turbo")

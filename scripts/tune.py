@@ -37,10 +37,7 @@ GRIDS = {
     },
     "mechanisms": {
         "repredict_topk": [5, 10, 12, 15, 20, 40],
-        "mask_fusion": [0.25, 0.4, 0.5, 0.6, 0.75],
-        "repredict_scale": [1.0, 1.05, 1.1, 1.15, 1.2, 1.3],
         "maskness_source": ["first", "both"],
-        "rescore_agreement": [True, False],
         "mask_edge": ["probability", "half_interior"],
         "num_iters": [1, 2],
     },
@@ -106,9 +103,9 @@ def main(argv=None):
     from turbo.benchmark.progress import Progress
     from turbo.benchmark.report import score_threshold_table
     from turbo.benchmark.runner import inference_loader, set_score_thresh
-    from turbo.benchmark.variants import Variant, sweep_variants
+    from turbo.benchmark.variants import PUBLISHED, Variant, sweep_variants
     from turbo.build import load_model
-    from turbo.config import PUBLISHED, TurboParams
+    from turbo.config import TurboParams
     from turbo.datasets import register_synthetic_datasets
 
     setup_logger(name="turbo", abbrev_name="turbo")  # progress lines

@@ -1,7 +1,7 @@
-"""Shared test configuration. Helpers live in ``turbo.testing`` (installed with the package)
-and ``tests/helpers.py`` (reading this repository's configs); this file only sets up the run:
-one thread, the known third-party warnings filtered (pytest's ``filterwarnings``, from
-``turbo.third_party_warnings``), and the ``images`` fixture."""
+"""Shared test configuration. Helpers live in ``tests/helpers.py``, and the synthetic
+workloads, paste reference and host-sync counter the benchmark shares in ``turbo.benchmark``;
+this file only sets up the run: one thread, the known third-party warnings filtered (pytest's
+``filterwarnings``, from ``turbo.third_party_warnings``), and the ``images`` fixture."""
 
 import importlib.util
 import os
@@ -29,7 +29,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import turbo  # noqa: E402, F401  (registers the heads)
-from turbo.testing import make_images  # noqa: E402
+
+from helpers import make_images  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,6 +10,7 @@ from detectron2.modeling import build_backbone
 from omegaconf import OmegaConf
 
 from turbo import SoftNMSParams, TurboCascadeROIHeads, TurboParams, TurboROIHeads, ops
+from turbo.build import get_turbo_cfg
 from turbo.config import (
     AUTO,
     AUTO_ITERS,
@@ -18,7 +19,6 @@ from turbo.config import (
     RECIPE_KEYS,
     REMOVED_KEYS,
     add_turbo_config,
-    get_turbo_cfg,
     yacs_key,
 )
 from turbo.lazy import use_turbo
@@ -38,10 +38,6 @@ BAD = [
     ("EMPTY_MASK", "ignore", "empty_mask"),
     ("MASKNESS_SOURCE", "mid", "maskness_source"),
     ("REPREDICT_TOPK", -3, "repredict_topk"),
-    ("MASK_FUSION", 1.2, "mask_fusion"),
-    ("REPREDICT_SCALE", 0.9, "repredict_scale"),
-    ("REPREDICT_SCALE", 2.5, "repredict_scale"),
-    ("RESCORE_AGREEMENT", "no", "rescore_agreement"),
     ("MASK_EDGE", "half", "mask_edge"),
     ("SOFT_NMS.ENABLED", "on", "soft_nms.enabled"),
     ("SOFT_NMS.METHOD", "cubic", "soft_nms.method"),
@@ -82,7 +78,8 @@ def test_add_turbo_config_merges_every_key_from_a_file(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text(
         "VERSION: 2\nMODEL:\n  MASK_ON: True\n  TURBO:\n    NUM_ITERS: 2\n    BOX_THRESH: 0.3\n"
-        "    REPREDICT_TOPK: 5\n    MASK_FUSION: 0.5\n    SOFT_NMS:\n      METHOD: gaussian\n"
+        "    REPREDICT_TOPK: 5\n    MASK_EDGE: half_interior\n"
+        "    SOFT_NMS:\n      METHOD: gaussian\n"
     )
     from detectron2.config import get_cfg
 
@@ -90,7 +87,12 @@ def test_add_turbo_config_merges_every_key_from_a_file(tmp_path):
     add_turbo_config(cfg)
     cfg.merge_from_file(str(f))
     p = TurboParams.from_cfg(cfg)
-    assert (p.num_iters, p.box_thresh, p.repredict_topk, p.mask_fusion) == (2, 0.3, 5, 0.5)
+    assert (p.num_iters, p.box_thresh, p.repredict_topk, p.mask_edge) == (
+        2,
+        0.3,
+        5,
+        "half_interior",
+    )
     assert p.soft_nms.method == "gaussian" and p.maskness_thresh is None
 
 
@@ -152,7 +154,15 @@ def test_unknown_keys_are_named():
         TurboParams(soft_nms={"enable": False})
 
 
-REMOVED = ["SUBPIXEL_BOXES", "REPREDICT_IOU", "REPREDICT_MIN_SCORE", "RESAMPLE_MASKS"]
+REMOVED = [
+    "SUBPIXEL_BOXES",
+    "REPREDICT_IOU",
+    "REPREDICT_MIN_SCORE",
+    "RESAMPLE_MASKS",
+    "MASK_FUSION",
+    "REPREDICT_SCALE",
+    "RESCORE_AGREEMENT",
+]
 
 
 @pytest.mark.parametrize("key", REMOVED)

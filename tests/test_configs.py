@@ -15,11 +15,10 @@ from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 from turbo import TurboCascadeROIHeads, TurboROIHeads
 from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
-from turbo.config import get_turbo_cfg
+from turbo.build import get_turbo_cfg
 from turbo.datasets import register_synthetic_datasets
-from turbo.testing import assert_valid_roi_outputs
 
-from helpers import CONFIGS
+from helpers import CONFIGS, assert_valid_roi_outputs
 
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 
@@ -109,9 +108,9 @@ PUBLISHED_FILES = sorted(glob.glob(os.path.join(CONFIGS, "**", "*_published.yaml
     "path", PUBLISHED_FILES, ids=[os.path.basename(p) for p in PUBLISHED_FILES]
 )
 def test_published_configs_are_the_published_recipe(path):
-    """Each *_published.yaml gives exactly turbo.config.PUBLISHED, the head's own recipe for
-    the thresholds, whatever its base config (the default or a tuned one) sets."""
-    from turbo.config import PUBLISHED
+    """Each *_published.yaml gives exactly turbo.benchmark.variants.PUBLISHED, the head's own
+    recipe for the thresholds, whatever its base config (the default or a tuned one) sets."""
+    from turbo.benchmark.variants import PUBLISHED
 
     model = build_model(_cfg(path))
     assert model.roi_heads.turbo == PUBLISHED.resolved(type(model.roi_heads).recipe())

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
 
-from turbo.config import get_turbo_cfg
+from turbo.build import get_turbo_cfg
 from turbo.datasets import ensure_shapes, register_tiny_shapes
 
 from helpers import CONFIGS, build

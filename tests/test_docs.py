@@ -12,6 +12,7 @@ from conftest import ROOT
 
 from turbo import config
 from turbo.benchmark.report import HEADLINE_BEGIN, HEADLINE_END, headline_table
+from turbo.build import get_turbo_cfg
 
 README = os.path.join(ROOT, "README.md")
 RESULTS = os.path.join(ROOT, "docs", "results")
@@ -92,7 +93,7 @@ def test_parameters_page_lists_every_key_with_its_default_and_range():
     fields = [f.name for f in dataclasses.fields(config.TurboParams) if f.name != "soft_nms"]
     fields += ["soft_nms." + f.name for f in dataclasses.fields(config.SoftNMSParams)]
     assert sorted(rows) == sorted(f.upper() for f in fields)
-    cfg = config.get_turbo_cfg().MODEL.TURBO
+    cfg = get_turbo_cfg().MODEL.TURBO
     for path in fields:
         default, accepted = rows[path.upper()]
         assert default == _yacs_default(cfg, path.upper()), path

@@ -11,11 +11,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor, default_argument_parser
 from pycocotools import mask as mask_util
 
-from turbo.config import get_turbo_cfg
+from turbo.build import get_turbo_cfg
 from turbo.datasets import register_tiny_shapes
-from turbo.testing import assert_pasted_masks_inside_boxes
 
-from helpers import CONFIGS, build, tiny_cfg
+from helpers import CONFIGS, assert_pasted_masks_inside_boxes, build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 TURBO = {

@@ -67,7 +67,7 @@ def test_evaluator_follows_the_evaluator_type(tmp_path):
         SemSegEvaluator,
     )
 
-    from turbo.config import get_turbo_cfg
+    from turbo.build import get_turbo_cfg
     from turbo.datasets import register_tiny_shapes
     from turbo.evaluation import build_evaluator
 

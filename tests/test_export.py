@@ -15,8 +15,8 @@ from detectron2.data.detection_utils import read_image
 from detectron2.export import TracingAdapter
 
 from turbo.benchmark.reference_models import reference_model
+from turbo.benchmark.variants import PUBLISHED
 from turbo.build import load_model
-from turbo.config import PUBLISHED
 from turbo.datasets import register_synthetic_datasets
 from turbo.export import (
     OnnxModel,
@@ -144,16 +144,15 @@ def test_upstream_heads_in_onnxruntime_as_well(models, images):
 
 
 def test_opt_in_mechanisms_replay_as_eager(models, images):
-    """The opt-in mechanisms (rank gate, mask fusion, agreement rescoring, scaled
-    re-prediction, dropped empty masks) trace as well."""
+    """The opt-in mechanisms (rank gate, Maskness of both masks, dropped empty masks, mask
+    edges at half the interior level, a score map) trace as well."""
     model = models["cascade"]
     changes = dict(
         repredict_topk=5,
-        mask_fusion=0.3,
-        rescore_agreement=True,
-        repredict_scale=1.2,
+        maskness_source="both",
         empty_mask="drop",
         mask_edge="half_interior",
+        score_map=((0.0, 0.0), (0.3, 0.5), (1.0, 1.0)),
     )
     with model.roi_heads.turbo_params(**changes):
         adapter, traced = trace(model, images[0])

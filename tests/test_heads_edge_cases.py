@@ -13,17 +13,18 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from turbo import ops
+from turbo.benchmark.host_syncs import count_host_syncs
 from turbo.benchmark.runner import run_prefix
-from turbo.testing import (
+
+from helpers import (
     assert_masks_predicted_in_boxes,
     assert_same_instances,
     assert_valid_model_outputs,
     assert_valid_roi_outputs,
-    count_host_syncs,
+    build,
     make_images,
+    tiny_cfg,
 )
-
-from helpers import build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 

@@ -1,19 +1,23 @@
-"""turbo.inference.turbo_cycles as a function, against references written out here: which rows
-the rank gate selects, mask fusion, resampling, Maskness source, agreement rescoring, mask
-edges and host syncs. The mask head is a synthetic, deterministic function of the boxes."""
+"""The turbo stages as the heads run them (``TurboMixin.refine``), against references written
+out here: which rows the rank gate selects, resampling, Maskness source, mask edges and host
+syncs. The mask head is a synthetic, deterministic function of the boxes, standing in for the
+heads' ``predict_masks``."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 
-from turbo import TurboParams
-from turbo.config import MASK_RCNN_RECIPE, PUBLISHED
-from turbo.inference import Detections, descending_order, turbo_cycles
+from turbo.benchmark.host_syncs import count_host_syncs
+from turbo.benchmark.variants import PUBLISHED
+from turbo.config import MASK_RCNN_RECIPE
+from turbo.inference import Detections, descending_order
 from turbo.ops import edge_normalized, mask_boxes, maskness, resample_masks
-from turbo.testing import count_host_syncs
+
+from helpers import build, tiny_cfg
 
 M = 28
 
@@ -60,8 +64,7 @@ def _detections(n_per_image=(5, 3), seed=0):
             )
         )
         start += k
-    dets = Detections.from_instances(inst)
-    return dets, BlobHead(centres)
+    return inst, Detections.from_instances(inst), BlobHead(centres)
 
 
 def _params(**changes):
@@ -72,11 +75,52 @@ def _first(dets, head):
     return head(dets.boxes, dets.classes, list(dets.counts))
 
 
-def test_published_cycle_is_its_definition():
-    dets, head = _detections()
+@pytest.fixture(scope="module")
+def heads():
+    """Turbo heads of a small Mask R-CNN that return every detection (score threshold -1)."""
+    h = build(tiny_cfg()).roi_heads
+    h.box_predictor.test_score_thresh = -1.0
+    return h
+
+
+def _run(heads, params, inst, head, first=None):
+    """``heads.refine`` on the detections ``inst`` under ``params``, its mask head ``head``
+    (the first prediction replaced by ``first`` when given). The outputs (every detection,
+    sorted by score within each image) are put back in input row order (row i has class i),
+    as a namespace with boxes, masks, scores, maskness."""
+    predict = heads.predict_masks if "predict_masks" in vars(heads) else None
+    calls = [0]
+
+    def predict_masks(features, boxes, classes, counts, image_sizes):
+        calls[0] += 1
+        if calls[0] == 1 and first is not None:
+            return first
+        return head(boxes, classes, counts)
+
+    heads.predict_masks = predict_masks if predict is None else predict
+    try:
+        with heads.turbo_params(params):
+            out = heads.refine({}, [x[:] for x in inst])
+    finally:
+        if predict is None:
+            del heads.predict_masks
+    classes = torch.cat([o.pred_classes for o in out])
+    order = torch.argsort(classes)
+    assert torch.equal(classes[order], torch.arange(len(classes)))
+    return SimpleNamespace(
+        boxes=torch.cat([o.pred_boxes.tensor for o in out])[order],
+        masks=torch.cat([o.pred_masks[:, 0] for o in out])[order],
+        scores=torch.cat([o.scores for o in out])[order],
+        maskness=torch.cat([o.maskness for o in out])[order],
+        per_image=out,
+    )
+
+
+def test_published_cycle_is_its_definition(heads):
+    inst, dets, head = _detections()
     p = _params()
     first = _first(dets, head)
-    out = turbo_cycles(p, dets, first, head)
+    out = _run(heads, p, inst, head)
     refined, found = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
     assert found.all()
     torch.testing.assert_close(out.boxes, refined)
@@ -85,77 +129,33 @@ def test_published_cycle_is_its_definition():
     torch.testing.assert_close(
         out.scores, dets.scores * (1 - p.maskness_weight + p.maskness_weight * m)
     )
+    torch.testing.assert_close(out.maskness, m)
+    # sorted by score within each image
+    for o in out.per_image:
+        assert torch.equal(o.scores, o.scores.sort(descending=True).values)
     # refinement moves the jittered boxes towards the objects
     assert (matched_pairwise_iou(Boxes(out.boxes), Boxes(dets.boxes)) < 0.99).any()
 
 
-@pytest.mark.parametrize("f", [0.25, 0.5, 1.0])
-def test_mask_fusion(f):
-    dets, head = _detections()
-    first = _first(dets, head)
-    p = _params(mask_fusion=f)
-    out = turbo_cycles(p, dets, first, head)
-    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
-    new = head(refined, dets.classes, list(dets.counts))
-    want = f * resample_masks(first, dets.boxes, refined) + (1 - f) * new
-    torch.testing.assert_close(out.masks, want)
-    torch.testing.assert_close(out.boxes, refined)
-
-
-@pytest.mark.parametrize("scale", [1.1, 1.5])
-@pytest.mark.parametrize("changes", [{}, {"mask_fusion": 0.5, "repredict_topk": 3}])
-def test_repredict_scale(scale, changes):
-    dets, head = _detections()
-    first = _first(dets, head)
-    seen = []
-
-    def recording_head(boxes, classes, counts):
-        seen.append(boxes)
-        return head(boxes, classes, counts)
-
-    p = _params(repredict_scale=scale, **changes)
-    out = turbo_cycles(p, dets, first, recording_head)
-    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
-    rows = torch.arange(len(refined))
-    if p.repredict_topk:  # each image's best k, in order of score
-        rows = torch.cat(
-            [
-                s.argsort(descending=True)[: p.repredict_topk] + start
-                for s, start in zip(dets.scores.split(dets.counts), (0, dets.counts[0]))
-            ]
-        )
-    # the head sees each selected refined box scaled about its centre, corner by corner
-    x0, y0, x1, y1 = refined[rows].unbind(1)
-    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, scale * (x1 - x0) / 2, scale * (y1 - y0) / 2
-    wide = torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=1)
-    assert len(seen) == 1
-    torch.testing.assert_close(seen[0], wide)
-    new = resample_masks(head(wide, dets.classes[rows], [len(rows)]), wide, refined[rows])
-    earlier = resample_masks(first, dets.boxes, refined)
-    f = p.mask_fusion
-    want = earlier.clone()
-    want[rows] = f * earlier[rows] + (1 - f) * new
-    torch.testing.assert_close(out.masks, want)
-    torch.testing.assert_close(out.boxes, refined)
-    # the object is seen through a wider box, yet the mask is still the mask in the refined box
-    direct = head(refined[rows], dets.classes[rows], [len(rows)])
-    assert (new - direct).abs().mean() < 0.02
-
-
-@pytest.mark.parametrize("k", [1, 2, 4, 10])
-def test_repredict_topk_selects_each_images_best(k):
-    dets, head = _detections((5, 3))
-    first = _first(dets, head)
-    p = _params(repredict_topk=k)
-    out = turbo_cycles(p, dets, first, head)
-    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
-    # reference: rank within each image by score
+def _top(dets, k):
+    """(N,) bool: each image's k best rows by score."""
     top = torch.zeros(len(dets.scores), dtype=torch.bool)
     start = 0
     for n in dets.counts:
         s = dets.scores[start : start + n]
         top[start + torch.argsort(s, descending=True)[:k]] = True
         start += n
+    return top
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 10])
+def test_repredict_topk_selects_each_images_best(heads, k):
+    inst, dets, head = _detections((5, 3))
+    first = _first(dets, head)
+    p = _params(repredict_topk=k)
+    out = _run(heads, p, inst, head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    top = _top(dets, k)
     assert head.calls[-1] == (int(top.sum()), [min(k, n) for n in dets.counts])
     torch.testing.assert_close(
         out.masks[top], head(refined[top], dets.classes[top], [min(k, n) for n in dets.counts])
@@ -164,77 +164,69 @@ def test_repredict_topk_selects_each_images_best(k):
     torch.testing.assert_close(out.boxes, refined)
     torch.testing.assert_close(out.masks[~top], resample_masks(first, dets.boxes, refined)[~top])
     # scores are rescored whatever was re-predicted
-    torch.testing.assert_close(out.scores, turbo_cycles(_params(), dets, first, head).scores)
+    torch.testing.assert_close(out.scores, _run(heads, _params(), inst, head).scores)
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_two_cycles(heads, k):
+    """The second cycle refines from the first cycle's masks, in the first cycle's boxes; the
+    rank gate re-predicts the same rows in both (the detection scores' ranks)."""
+    inst, dets, head = _detections((5, 3))
+    first = _first(dets, head)
+    p = _params(num_iters=2, repredict_topk=k)
+    out = _run(heads, p, inst, head)
+    top = _top(dets, k) if k else torch.ones(len(dets.scores), dtype=torch.bool)
+    boxes, masks = dets.boxes, first
+    for _ in range(2):
+        refined, _ = mask_boxes(masks, boxes, dets.image_hw, p.box_thresh)
+        new = resample_masks(masks, boxes, refined)
+        new[top] = head(refined[top], dets.classes[top], [int(top.sum())])
+        boxes, masks = refined, new
+    torch.testing.assert_close(out.boxes, boxes)
+    torch.testing.assert_close(out.masks, masks)
 
 
 def test_unresolved_parameters_are_refused():
-    dets, head = _detections()
-    with pytest.raises(ValueError, match="resolved parameters"):
-        turbo_cycles(TurboParams(), dets, _first(dets, head), head)
+    from turbo import TurboParams
+    from turbo.inference import refine_boxes
 
-
-class _Heads:
-    """count_host_syncs wraps ``predict_masks`` of a heads object."""
-
-    def __init__(self, head):
-        self.predict_masks = head
+    inst, dets, head = _detections()
+    with pytest.raises(TypeError):
+        refine_boxes(TurboParams(), _first(dets, head), dets.boxes, dets.image_hw)
 
 
 @pytest.mark.parametrize(
-    "changes,syncs",
+    "changes",
     [
-        ({}, False),
-        ({"repredict_topk": 3, "mask_fusion": 0.5}, False),
-        ({"repredict_topk": 3, "rescore_agreement": True, "maskness_source": "both"}, False),
-        ({"repredict_topk": 3, "mask_edge": "half_interior"}, False),
+        {},
+        {"repredict_topk": 3},
+        {"repredict_topk": 3, "maskness_source": "both"},
+        {"repredict_topk": 3, "mask_edge": "half_interior"},
     ],
 )
-def test_host_syncs(changes, syncs):
+def test_host_syncs(heads, changes):
     """Every mask re-predicted, or the top k only, with any rescoring and mask edge: no host
-    sync."""
-    dets, head = _detections()
+    sync in the cycles and rescoring, one per image in the output step (which detections
+    score above the threshold)."""
+    inst, dets, head = _detections()
+
+    def predict_masks(features, boxes, classes, counts, image_sizes):
+        return head(boxes, classes, counts)
+
+    heads.predict_masks = predict_masks
+    try:
+        with heads.turbo_params(_params(num_iters=2, **changes)), count_host_syncs(heads) as found:
+            heads.refine({}, inst)
+    finally:
+        del heads.predict_masks
+    assert len(found) == len(inst) and all("nonzero" in f for f in found), found
+
+
+def test_maskness_source_both(heads):
+    inst, dets, head = _detections()
     first = _first(dets, head)
-    heads = _Heads(head)
-    with count_host_syncs(heads) as found:
-        turbo_cycles(_params(num_iters=2, **changes), dets, first, heads.predict_masks)
-    assert bool(found) == syncs, found
-
-
-@pytest.mark.parametrize("topk", [0, 3])
-def test_rescore_agreement(topk):
-    """Each re-predicted row's score is rescored by the soft IoU of its new mask with the
-    earlier one resampled into the refined box; rows not re-predicted keep their score."""
-    dets, head = _detections((5, 3))
-    first = _first(dets, head)
-    p = _params(rescore_agreement=True, repredict_topk=topk, mask_fusion=0.5)
-    out = turbo_cycles(p, dets, first, head)
-    ref = turbo_cycles(p.replace(rescore_agreement=False), dets, first, head)
-    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
-    earlier = resample_masks(first, dets.boxes, refined)
-    new = head(refined, dets.classes, list(dets.counts))
-    agree = torch.minimum(earlier, new).flatten(1).sum(1) / torch.maximum(earlier, new).flatten(
-        1
-    ).sum(1)
-    selected = torch.ones_like(agree, dtype=torch.bool)
-    if topk:
-        selected[:] = False
-        start = 0
-        for n in dets.counts:
-            order = torch.argsort(dets.scores[start : start + n], descending=True)[:topk]
-            selected[start + order] = True
-            start += n
-    w = p.maskness_weight
-    want = torch.where(selected, ref.scores * ((1 - w) + w * agree), ref.scores)
-    torch.testing.assert_close(out.scores, want)
-    torch.testing.assert_close(out.masks, ref.masks)
-    assert (agree < 1).all() and (agree > 0.3).all()
-
-
-def test_maskness_source_both():
-    dets, head = _detections()
-    first = _first(dets, head)
-    p = _params(maskness_source="both", mask_fusion=0.5)
-    out = turbo_cycles(p, dets, first, head)
+    p = _params(maskness_source="both")
+    out = _run(heads, p, inst, head)
     w = p.maskness_weight
     m1, m2 = maskness(first, p.maskness_thresh), maskness(out.masks, p.maskness_thresh)
     torch.testing.assert_close(out.scores, dets.scores * ((1 - w) + w * m1) * ((1 - w) + w * m2))
@@ -242,19 +234,20 @@ def test_maskness_source_both():
 
 
 @pytest.mark.parametrize("changes", [{}, {"repredict_topk": 3}])
-def test_mask_edge_normalizes_the_output_masks(changes):
+def test_mask_edge_normalizes_the_output_masks(heads, changes):
     """The output masks divided by their interior levels (those reaching box_thresh); boxes,
     scores and Maskness as with edges at probability 0.5."""
-    dets, head = _detections()
+    inst, dets, head = _detections()
+    inst[0].scores[1] = 0.0
     dets = dataclasses.replace(dets, scores=dets.scores.index_fill(0, torch.tensor([1]), 0.0))
     first = _first(dets, head)
     first[0] *= 0.6  # a first mask below peak 1
     first[1] *= 0.1  # without foreground: not re-predicted under top-3, it stays as it is
-    p = _params(maskness_source="both", mask_fusion=0.5, **changes)
-    ref = turbo_cycles(p.replace(mask_edge="probability"), dets, first, head)
-    out = turbo_cycles(p.replace(mask_edge="half_interior"), dets, first, head)
+    p = _params(maskness_source="both", **changes)
+    ref = _run(heads, p.replace(mask_edge="probability"), inst, head, first)
+    out = _run(heads, p.replace(mask_edge="half_interior"), inst, head, first)
     torch.testing.assert_close(out.masks, edge_normalized(ref.masks, p.box_thresh))
-    for name in ("boxes", "scores", "maskness", "found"):
+    for name in ("boxes", "scores", "maskness"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name))
     peaks = out.masks.flatten(1).amax(1)
     reached = ref.masks.flatten(1).amax(1) >= p.box_thresh

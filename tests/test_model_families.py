@@ -33,18 +33,23 @@ from omegaconf import OmegaConf
 
 from turbo import TurboMixin, TurboParams, turbo_heads
 from turbo.benchmark.runner import run_heads, run_prefix
-from turbo.config import CASCADE_RECIPE, MASK_RCNN_RECIPE, get_turbo_cfg
-from turbo.testing import (
+from turbo.benchmark.synthetic import zero_box_regression
+from turbo.build import get_turbo_cfg
+from turbo.config import CASCADE_RECIPE, MASK_RCNN_RECIPE
+
+from helpers import (
+    CONFIGS,
+    assert_mask_head_is_upstreams,
     assert_masks_predicted_in_boxes,
     assert_same_instances,
     assert_valid_model_outputs,
     assert_valid_roi_outputs,
+    build,
     make_images,
+    published_mechanisms,
     randomize_heads,
-    zero_box_regression,
+    tiny_cfg,
 )
-
-from helpers import CONFIGS, build, published_mechanisms, tiny_cfg
 
 OFF = {"MODEL.TURBO.NUM_ITERS": 0, "MODEL.TURBO.SOFT_NMS.ENABLED": False}
 ON = {"MODEL.TURBO.NUM_ITERS": 2}
@@ -354,6 +359,7 @@ def test_turbo_outputs(family):
     with heads.turbo_params(published_mechanisms(heads.turbo)):
         published = run_heads(tb, prefix)
     assert_masks_predicted_in_boxes(heads, prefix.features, published)
+    assert_mask_head_is_upstreams(heads, prefix.features, published)
     with torch.no_grad():
         res = tb(copy.deepcopy(images))
     assert_valid_model_outputs(res, images)
@@ -538,7 +544,7 @@ def test_keypoint_rcnn():
             for d in det
         ]
         want = heads.forward_with_given_boxes(features, given)
-        got = heads.segment(features, det)
+        got = heads._forward_turbo(features, proposals)
     for w, g in zip(want, got):
         assert len(g) > 0 and g.pred_keypoints.shape == (len(g), 17, 3)
         torch.testing.assert_close(g.pred_keypoints, w.pred_keypoints)

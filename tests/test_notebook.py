@@ -21,7 +21,7 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "TurboROIHeads" in text and "maskness" in text
-    for name in ("baseline", "Turbo (defaults)", "Turbo + opt-ins"):
+    for name in ("baseline", "Turbo (published)", "Turbo (defaults)", "Turbo + opt-ins"):
         assert f"{name:>26}: box AP" in text
     # the side-by-side pictures, their close-ups and the refinement picture are in the outputs
     images = [o for o in outputs if "image/png" in o.get("data", {})]

@@ -1,7 +1,8 @@
 """Tests of turbo.ops: Maskness, exact mask-to-box refinement, batched Soft-NMS.
 
-References are Detectron2's own paste (``paste_masks_in_image`` + ``BitMasks``), torchvision's
-``batched_nms`` and a plain sequential Soft-NMS written below.
+References are Detectron2's own paste (``paste_masks_in_image`` + ``BitMasks``, whole image:
+``turbo.benchmark.mask_paste.pasted_mask_boxes``), torchvision's ``batched_nms`` and a plain
+sequential Soft-NMS written below.
 """
 
 import math
@@ -14,11 +15,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from detectron2.layers.mask_ops import paste_masks_in_image
-from detectron2.structures import BitMasks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from turbo.benchmark.mask_paste import pasted_mask_boxes
 from turbo.ops import (
     batched_soft_nms,
     edge_normalized,
@@ -290,36 +291,6 @@ def test_mask_boxes_empty_input():
 # --------------------------------------------------------------------------------------------
 
 
-def reference_mask_boxes(
-    masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], threshold: float
-) -> Tuple[Tensor, Tensor]:
-    """Tight boxes of Detectron2's full paste: paste_masks_in_image + BitMasks.
-
-    On CPU, paste_masks_in_image only fills the box +- 1 pixel, which cuts the up-to-half-a-cell
-    spill of the bilinear paste beyond the box. Padding each mask with one zero cell per side and
-    enlarging its box by one cell per side is the same zero-padded bilinear function (cell
-    centres stay where they were), and its window then covers the whole spill.
-    """
-    m = masks.shape[-1]
-    padded = F.pad(masks, (1, 1, 1, 1))
-    cw = (boxes[:, 2] - boxes[:, 0]) / m
-    ch = (boxes[:, 3] - boxes[:, 1]) / m
-    big = boxes + torch.stack([-cw, -ch, cw, ch], dim=1)
-    # Detectron2's CPU window fails (arange with lower > upper bound) for a box whose window
-    # misses the image entirely; such a mask has no pixel in the image and stays all False.
-    h, w = image_size
-    hits = (
-        (big[:, 0].floor() - 1 < w)
-        & (big[:, 2].ceil() + 1 > 0)
-        & (big[:, 1].floor() - 1 < h)
-        & (big[:, 3].ceil() + 1 > 0)
-    )
-    pasted = torch.zeros(len(masks), h, w, dtype=torch.bool)
-    pasted[hits] = paste_masks_in_image(padded[hits], big[hits], image_size, threshold=threshold)
-    bit = BitMasks(pasted)
-    return bit.get_bounding_boxes().tensor, bit.nonempty()
-
-
 def _random_masks(g: torch.Generator, n: int, m: int, smooth: bool) -> Tensor:
     if smooth:
         low = torch.randn(n, 1, 5, 5, generator=g) * 4
@@ -346,7 +317,7 @@ def test_mask_boxes_agree_with_detectron2_paste(m: int, smooth: bool):
     for t in (0.2, 0.5, 0.8):
         masks = _random_masks(g, 40, m, smooth)
         boxes = _random_boxes(g, 40, h, w)
-        ref, ref_found = reference_mask_boxes(masks, boxes, (h, w), t)
+        ref, ref_found = pasted_mask_boxes(masks, boxes, (h, w), t)
         out, found = mask_boxes(masks, boxes, (h, w), t)
         assert torch.equal(found, ref_found)
         assert ((out[found] - ref[found]).abs() <= 1).all()
@@ -382,7 +353,7 @@ def test_mask_boxes_per_row_image_sizes():
     out, found = mask_boxes(torch.cat(masks)[:, None], torch.cat(boxes), torch.cat(hw), 0.5)
     for k, (h, w) in enumerate(sizes):
         rows = slice(12 * k, 12 * (k + 1))
-        ref, ref_found = reference_mask_boxes(masks[k], boxes[k], (h, w), 0.5)
+        ref, ref_found = pasted_mask_boxes(masks[k], boxes[k], (h, w), 0.5)
         assert torch.equal(found[rows], ref_found)
         assert torch.equal(out[rows][ref_found], ref[ref_found])
         single, _ = mask_boxes(masks[k], boxes[k], (h, w), 0.5)

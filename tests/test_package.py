@@ -19,7 +19,9 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 import turbo
-from turbo.testing import randomize_heads, zero_box_regression
+from turbo.benchmark.synthetic import zero_box_regression
+
+from helpers import randomize_heads
 
 README = os.path.join(ROOT, "README.md")
 
@@ -127,12 +129,14 @@ def test_quick_start_runs_on_the_installed_package(installed, tmp_path):
 
 
 def test_import_changes_no_warning_filter_or_logger():
-    """Importing turbo and every library module installs none of the known-warning filters
-    and no log filter; silence_known_warnings() installs them (the program's choice)."""
+    """Importing turbo, every library module and the benchmark's modules that tests share
+    installs none of the known-warning filters and no log filter; silence_known_warnings()
+    installs them (the program's choice)."""
     code = """
 import json, logging, warnings
-import turbo, turbo.build, turbo.launch, turbo.lazy, turbo.predictor, turbo.testing, turbo.tta
+import turbo, turbo.build, turbo.launch, turbo.lazy, turbo.predictor, turbo.tta
 import turbo.visualization
+import turbo.benchmark.host_syncs, turbo.benchmark.mask_paste, turbo.benchmark.synthetic
 from turbo.third_party_warnings import KNOWN_LOG_RECORDS, KNOWN_WARNINGS, silence_known_warnings
 
 def state():

@@ -24,9 +24,8 @@ from turbo.benchmark.runner import inference_loader
 from turbo.build import load_model
 from turbo.datasets import make_panoptic, register_tiny_panoptic
 from turbo.datasets.panoptic import STUFF_IDS, THING_IDS, panoptic_paths
-from turbo.testing import assert_same_instances, assert_valid_model_outputs, make_images
 
-from helpers import build, tiny_cfg
+from helpers import assert_same_instances, assert_valid_model_outputs, build, make_images, tiny_cfg
 
 CONFIG = "shapes/turbo_panoptic_fpn_R18_FPN.yaml"
 OFF = {"MODEL.TURBO.NUM_ITERS": 0, "MODEL.TURBO.SOFT_NMS.ENABLED": False}

@@ -15,9 +15,8 @@ from detectron2.structures import pairwise_iou
 from turbo.benchmark.reference_models import reference_model
 from turbo.build import load_model
 from turbo.datasets import register_synthetic_datasets
-from turbo.testing import assert_same_instances, make_images
 
-from helpers import build, tiny_cfg
+from helpers import assert_same_instances, build, make_images, tiny_cfg
 
 HEADS = [("TurboROIHeads", "StandardROIHeads"), ("TurboCascadeROIHeads", "CascadeROIHeads")]
 # one opt-in setting at a time, beside the published cycle and two cycles
@@ -25,9 +24,7 @@ OPTIONS = {
     "published": {},
     "two_cycles": {"MODEL.TURBO.NUM_ITERS": 2},
     "topk": {"MODEL.TURBO.REPREDICT_TOPK": 3},
-    "mask_fusion": {"MODEL.TURBO.MASK_FUSION": 0.5},
-    "agreement": {"MODEL.TURBO.RESCORE_AGREEMENT": True},
-    "scale": {"MODEL.TURBO.REPREDICT_SCALE": 1.2},
+    "score_map": {"MODEL.TURBO.SCORE_MAP": [[0.0, 0.0], [0.3, 0.5], [1.0, 1.0]]},
     "maskness_both": {"MODEL.TURBO.MASKNESS_SOURCE": "both"},
     "half_interior": {"MODEL.TURBO.MASK_EDGE": "half_interior"},
     "drop_empty": {"MODEL.TURBO.EMPTY_MASK": "drop"},

@@ -62,17 +62,19 @@ def test_benchmark_script(tmp_path):
         "baseline",
         "+ Soft-NMS",
         "+ Turbo",
-        "+ Turbo + Soft-NMS (default = published recipe)",
+        "+ Turbo + Soft-NMS (default)",
+        "+ Turbo + Soft-NMS, published recipe",
         "default, num_iters=2",
         "published + repredict_topk=10",
-        "published + mask_fusion=0.5",
+        "published + maskness_source=both",
         "Cascade: baseline",
-        "Cascade: + Turbo + Soft-NMS (default = published recipe)",
+        "Cascade: + Turbo + Soft-NMS (default)",
     ):
         assert want in rows, (want, list(rows))
     assert rows["baseline"]["params"]["num_iters"] == 0
     assert not rows["baseline"]["params"]["soft_nms"]["enabled"]
-    assert rows["+ Turbo + Soft-NMS (default = published recipe)"]["params"]["repredict_topk"] == 0
+    assert rows["+ Turbo + Soft-NMS (default)"]["params"]["repredict_topk"] == 20
+    assert rows["+ Turbo + Soft-NMS, published recipe"]["params"]["repredict_topk"] == 0
     assert rows["default, num_iters=2"]["params"]["num_iters"] == 2
     for r in res["rows"]:
         for task in ("bbox", "segm"):
@@ -89,7 +91,7 @@ def test_benchmark_script(tmp_path):
     ):
         assert (out_dir / f).stat().st_size > 0
     md = (out_dir / "benchmark.md").read_text()
-    assert "| + Turbo + Soft-NMS (default = published recipe) |" in md
+    assert "| + Turbo + Soft-NMS (default) |" in md
     # precision / recall above a score, from pycocotools' matching
     assert "| variant | box P / R @ 0.5 | mask P / R @ 0.5 |" in md
     for r in res["rows"]:
@@ -153,11 +155,11 @@ def test_tune_script(tmp_path):
             "--grid",
             "mechanisms",
             "--sweep",
-            "mask_fusion",
+            "maskness_source",
             "--base",
             "published",
             "--pairs",
-            "repredict_topk=5,rescore_agreement=True",
+            "repredict_topk=5,mask_edge=half_interior",
             "--score-pr",
             "0.5",
             "--output",
@@ -168,8 +170,8 @@ def test_tune_script(tmp_path):
     text = out.read_text()
     for row in (
         "| published |",
-        "| published, mask_fusion=0.5 |",
-        "| published, repredict_topk=5, rescore_agreement |",
+        "| published, maskness_source=both |",
+        "| published, repredict_topk=5, mask_edge=half_interior |",
         "| Soft-NMS only |",
         "| variant | box P / R @ 0.5 | mask P / R @ 0.5 |",
     ):
@@ -209,8 +211,8 @@ def test_crowds_script(tmp_path):
         "| variant | all: box AP / mask AP | 0-2 objects (" in text and "| 3-19 objects (" in text
     )
     rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
-    assert {"baseline", "default (= published recipe, repredict_topk=0)"} <= set(rows)
-    assert "default, repredict_topk=2" in rows and "published recipe" not in rows
+    assert {"baseline", "default (repredict_topk=20)", "published recipe"} <= set(rows)
+    assert "default, repredict_topk=2" in rows
     assert rows["baseline"].count(" / 1.00") >= 1  # the baseline's own latency ratio
 
 

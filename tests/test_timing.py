@@ -9,9 +9,8 @@ from turbo.benchmark.report import markdown_table, median_latency, relative_late
 from turbo.benchmark.timing import latency_samples
 from turbo.benchmark.variants import Variant
 from turbo.config import TurboParams
-from turbo.testing import make_images
 
-from helpers import build, tiny_cfg
+from helpers import build, make_images, tiny_cfg
 
 OFF = TurboParams(num_iters=0, soft_nms={"enabled": False})
 

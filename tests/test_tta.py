@@ -11,15 +11,16 @@ from detectron2.modeling import GeneralizedRCNNWithTTA
 
 import turbo.heads
 import turbo.tta
-from turbo.testing import (
+from turbo.tta import TurboRCNNWithTTA
+
+from helpers import (
     assert_pasted_masks_inside_boxes,
     assert_same_instances,
     assert_valid_model_outputs,
+    build,
     make_images,
+    tiny_cfg,
 )
-from turbo.tta import TurboRCNNWithTTA
-
-from helpers import build, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 
@@ -98,13 +99,13 @@ def test_turbo_tta_runs_the_cycles(head, monkeypatch, caplog):
     cfg = _tta_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 1})
     m1 = build(cfg, state_dict=m0.state_dict())
     calls = {"cycles": 0}
-    cycles = turbo.tta.turbo_cycles
+    refine = type(m1.roi_heads).refine
 
     def counting(*args, **kwargs):
         calls["cycles"] += 1
-        return cycles(*args, **kwargs)
+        return refine(*args, **kwargs)
 
-    monkeypatch.setattr(turbo.tta, "turbo_cycles", counting)
+    monkeypatch.setattr(type(m1.roi_heads), "refine", counting)
     with torch.no_grad(), caplog.at_level("WARNING", logger="turbo.heads"):
         out = TurboRCNNWithTTA(cfg, m1, batch_size=3)(copy.deepcopy(inputs))
     assert "not applied under TTA" not in caplog.text

@@ -16,7 +16,8 @@ except ImportError as e:  # pragma: no cover - exercised only without Detectron2
     ) from e
 
 from . import backbone, ops  # noqa: F401  (backbone registers the shapes backbone)
-from .config import SoftNMSParams, TurboParams, add_turbo_config, get_turbo_cfg
+from .build import get_turbo_cfg
+from .config import SoftNMSParams, TurboParams, add_turbo_config
 from .heads import TurboCascadeROIHeads, TurboMixin, TurboROIHeads, turbo_heads
 
 __all__ = [

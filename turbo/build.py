@@ -1,6 +1,6 @@
 """Models from config files (yacs ``.yaml`` or LazyConfig ``.py``).
 
-A yacs config gets the ``MODEL.TURBO`` and PointRend keys (:func:`turbo.config.get_turbo_cfg`)
+A yacs config gets the ``MODEL.TURBO`` and PointRend keys (:func:`get_turbo_cfg`)
 and trailing ``KEY VALUE`` overrides; a LazyConfig gets ``key=value`` overrides. Either way
 the model is Detectron2's, its weights loaded by ``DetectionCheckpointer`` (local paths and
 ``detectron2://`` model-zoo URLs alike).
@@ -13,16 +13,17 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from omegaconf import DictConfig
 from torch import nn
 
-from .config import get_turbo_cfg
+from .config import add_turbo_config
 from .heads import TurboMixin
 
 __all__ = [
     "AnyConfig",
+    "get_turbo_cfg",
     "is_lazy_config",
     "load_config",
     "resolve_device",
@@ -34,6 +35,17 @@ __all__ = [
 
 AnyConfig = Union[CfgNode, DictConfig]
 logger = logging.getLogger(__name__)
+
+
+def get_turbo_cfg() -> CfgNode:
+    """Detectron2's default config with the ``MODEL.TURBO`` keys and PointRend's keys added
+    (so that turbo and PointRend config files both merge into it)."""
+    from detectron2.projects.point_rend import add_pointrend_config
+
+    cfg = get_cfg()
+    add_turbo_config(cfg)
+    add_pointrend_config(cfg)
+    return cfg
 
 
 def is_lazy_config(path: str) -> bool:

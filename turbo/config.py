@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
 
 from .ops import (
     INTERIOR_EDGE,
@@ -33,17 +32,14 @@ from .ops import (
 
 __all__ = [
     "add_turbo_config",
-    "get_turbo_cfg",
     "TurboParams",
     "SoftNMSParams",
     "Recipe",
     "MASK_RCNN_RECIPE",
     "CASCADE_RECIPE",
-    "PUBLISHED",
     "AUTO",
     "AUTO_ITERS",
     "RECIPE_KEYS",
-    "MECHANISM_KEYS",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
     "MASK_EDGES",
@@ -70,6 +66,9 @@ REMOVED_KEYS: Dict[str, str] = {
         "masks not re-predicted are always resampled into their refined box, so that every "
         "mask lies in its output box"
     ),
+    "mask_fusion": "every re-predicted mask is the mask head's own (published)",
+    "repredict_scale": "masks are re-predicted in the refined box itself (published)",
+    "rescore_agreement": "scores are rescored by Maskness alone (published)",
 }
 # Values of kept keys that were dropped the same way: (field, value) -> what to use instead.
 REMOVED_VALUES: Dict[Tuple[str, Any], str] = {
@@ -138,11 +137,12 @@ class TurboParams:
     L(TurboParams)(num_iters=1, soft_nms=L(SoftNMSParams)(enabled=True))``; ``soft_nms`` may
     also be given as a mapping of :class:`SoftNMSParams` fields.
 
-    The defaults are the published method (:data:`PUBLISHED`): no departure from it gained
-    mask AP without costing box AP on both data domains and both architectures
-    (``docs/results/mechanisms.md``), so every other mechanism is opt-in. Every mask is
-    re-predicted, output masks are the mask head's probabilities in their output boxes, and
-    scores, in [0, 1], are rescored once, by the first masks' Maskness.
+    The defaults are the published method but for one departure, for speed: each image's 20
+    best masks are re-predicted (``repredict_topk``), not every mask. No other departure
+    gained mask AP without costing box AP on both data domains and both architectures
+    (``docs/results/mechanisms.md``), so every other mechanism is opt-in. Output masks are the
+    mask head's probabilities in their output boxes, and scores, in [0, 1], are rescored once,
+    by the first masks' Maskness.
 
     Unknown keys, and keys that were removed, raise ``ValueError`` naming them.
     """
@@ -166,27 +166,16 @@ class TurboParams:
     # so scores fall further below the detector's).
     maskness_source: str = "first"
     # Re-predict the masks of each image's top k detections by score only, k >= 0, the others
-    # taking the refined box with their mask resampled into it (faster, some mask AP lost);
-    # 0 = every mask (published).
-    repredict_topk: int = 0
-    # Opt-in: weight of the earlier mask, resampled into the refined box, in each re-predicted
-    # mask: mask = f * earlier + (1 - f) * re-predicted, in [0, 1]; 0 = the re-predicted mask
-    # alone (published).
-    mask_fusion: float = 0.0
+    # taking the refined box with their mask resampled into it: fewer mask-head passes for
+    # little mask AP (the default 20: ``docs/results/mechanisms.md``,
+    # ``docs/results/profile.md``); 0 = every mask (published).
+    repredict_topk: int = 20
     # Where the pasted output mask's edge lies: "probability" (probability 0.5, published:
     # output masks are the mask head's probabilities, Detectron2's contract). Opt-in
     # "half_interior" makes output masks no longer probabilities: each is divided by its
     # interior level (the mean of its cells at or above half its peak), so that the paste at
     # 0.5 reads its edge at half that level.
     mask_edge: str = "probability"
-    # The mask head re-predicts in the refined box scaled by this about its centre, in [1, 2],
-    # and the mask is resampled into the refined box; 1 = in the refined box itself
-    # (published).
-    repredict_scale: float = 1.0
-    # Opt-in: also rescore a re-predicted detection by the agreement (soft IoU) of its new mask
-    # with the earlier one resampled into its box, weighted like Maskness (scores fall further
-    # below the detector's).
-    rescore_agreement: bool = False
     # Knots ((0, 0), ..., (1, 1)) of a strictly increasing piecewise-linear map of the rescored
     # scores, x and y strictly increasing: it changes no order (no AP), only where a fixed
     # score threshold cuts (``turbo.score_map.fit_score_map`` fits one on unlabelled images).
@@ -329,17 +318,6 @@ def _init(self: TurboParams, *args: Any, **kwargs: Any) -> None:
 TurboParams.__init__ = _init
 
 
-def get_turbo_cfg() -> CN:
-    """Detectron2's default config with the ``MODEL.TURBO`` keys and PointRend's keys added
-    (so that turbo and PointRend config files both merge into it)."""
-    from detectron2.projects.point_rend import add_pointrend_config
-
-    cfg = get_cfg()
-    add_turbo_config(cfg)
-    add_pointrend_config(cfg)
-    return cfg
-
-
 # ------------------------------------------------------------------------------------------
 # Validation: one table of what each key accepts, used for yacs and LazyConfig alike
 # ------------------------------------------------------------------------------------------
@@ -401,9 +379,6 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "maskness_source": _choice(MASKNESS_SOURCES),
     "repredict_topk": (_count, "an integer >= 0"),
     "mask_edge": _choice(MASK_EDGES),
-    "mask_fusion": (_unit, "a number in [0, 1]"),
-    "repredict_scale": (lambda v: _is_number(v) and 1.0 <= v <= 2.0, "a number in [1, 2]"),
-    "rescore_agreement": (_bool, "True or False"),
     "score_map": (
         _score_map,
         "() or knots ((0, 0), ..., (1, 1)) whose x and y both strictly increase",
@@ -466,35 +441,3 @@ def _soft_nms_from(values: Mapping[str, Any], key: Callable[[str], str]) -> Soft
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# The keys by which a setting may depart from the published cycle (every mask re-predicted in
-# its refined box, the score rescored by the first masks' Maskness, probability masks); the
-# defaults depart by none of them.
-MECHANISM_KEYS: Tuple[str, ...] = (
-    "maskness_source",
-    "repredict_topk",
-    "mask_fusion",
-    "repredict_scale",
-    "rescore_agreement",
-    "mask_edge",
-)
-
-# The published method exactly: one cycle, every mask re-predicted in its refined box itself
-# (no fusion), Maskness of the first masks, mask edges at
-# probability 0.5, Soft-NMS (linear, IoU 0.5); recipe keys unset (the head's published
-# thresholds).
-# ``configs/*/*_published.yaml`` spell the same in yacs.
-PUBLISHED = TurboParams(
-    num_iters=1,
-    empty_mask="keep",
-    maskness_source="first",
-    repredict_topk=0,
-    mask_fusion=0.0,
-    repredict_scale=1.0,
-    rescore_agreement=False,
-    mask_edge="probability",
-    soft_nms=SoftNMSParams(
-        enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001
-    ),
-)

@@ -3,16 +3,23 @@
 :class:`TurboMixin` gives Turbo inference to any ``StandardROIHeads`` or ``CascadeROIHeads``
 subclass; :class:`TurboROIHeads` and :class:`TurboCascadeROIHeads` are the two registered in
 ``ROI_HEADS_REGISTRY``. They override inference only; training goes through the parent class
-untouched. Inference, batched over every detection of every image in the batch
-(the stages are :mod:`turbo.inference`):
+untouched. Inference, batched over every detection of every image in the batch, reads
+top-down in ``TurboMixin._forward_turbo`` (detection) and :meth:`TurboMixin.refine` (the
+rest), which call the stages of :mod:`turbo.inference` in order:
 
 1. detection: the parent's box head, then per-class hard NMS (upstream) or Soft-NMS;
 2. vanilla segmentation: the mask head on the detected boxes;
 3. ``num_iters`` turbo cycles: mask-to-box refinement of the boxes from their masks, then the
-   mask head again on the refined boxes;
+   mask head again on the refined boxes (every box, or each image's ``repredict_topk`` best,
+   the others' masks resampled into their refined boxes);
 4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness, then the optional
-   ``score_map``; detections scoring at or below the box head's ``SCORE_THRESH_TEST`` are
-   left out, as upstream leaves them out (Soft-NMS too keeps no decayed score below it).
+   ``score_map``;
+5. outputs: detections scoring at or below the box head's ``SCORE_THRESH_TEST`` are left out,
+   as upstream leaves them out (Soft-NMS too keeps no decayed score below it).
+
+The mask head is the parent's; Detectron2's ``MaskRCNNConvUpsampleHead`` runs through
+:func:`turbo.mask_head.selected_mask_logits` (the same layers in channels-last memory, the
+selected class only).
 
 All boxes are XYXY in the resized input image (``Instances.image_size``), and every output
 mask is the one predicted in the output box (or resampled exactly into it), so
@@ -64,7 +71,18 @@ from detectron2.utils.logger import log_first_n
 from torch import Tensor
 
 from .config import CASCADE_RECIPE, MASK_RCNN_RECIPE, Recipe, TurboParams, lazy_key
-from .inference import Detections, image_slices, soft_nms_detections, turbo_cycles
+from .inference import (
+    Detections,
+    TurboResult,
+    image_slices,
+    output_masks,
+    refine_boxes,
+    repredicted_rows,
+    rescored,
+    soft_nms_detections,
+    updated_masks,
+)
+from .mask_head import selected_mask_logits, supports_selected_masks
 from .ops import finite_probs
 
 __all__ = ["TurboMixin", "TurboROIHeads", "TurboCascadeROIHeads", "turbo_heads"]
@@ -165,29 +183,88 @@ class TurboMixin:
                 "LazyConfig model.roi_heads.turbo.num_iters=0 and "
                 "model.roi_heads.turbo.soft_nms.enabled=False)"
             )
-        return self.segment(features, self.detect(features, proposals)), {}
+        return self._forward_turbo(features, proposals), {}
 
-    def segment(
-        self,
-        features: Dict[str, Tensor],
-        instances: List[Instances],
-        first_masks: Optional[Tensor] = None,
+    def _forward_turbo(
+        self, features: Dict[str, Tensor], proposals: List[Instances]
     ) -> List[Instances]:
-        """Everything after the detection stage: :meth:`refine` (the mask head, the turbo
-        cycles, Maskness) and the keypoint head, or with ``num_iters`` 0 the parent's
-        ``forward_with_given_boxes``. ``segment(features, detect(features, proposals))`` is
-        the heads' inference, the parent's exactly when Turbo is off; ``instances`` may be
-        added fields to.
+        """Turbo inference, in the order of the method.
 
-        ``first_masks``: :meth:`first_masks` of ``instances`` when already computed (several
-        parameter sets on the same detections share them); with ``num_iters`` 0 they are the
-        output masks as the parent's mask head gives them."""
-        if self.mask_on and first_masks is not None and self.turbo.num_iters == 0:
-            for x, m in zip(instances, first_masks[:, None].split([len(x) for x in instances])):
-                x.pred_masks = m
-            return self._forward_keypoint(features, instances)
-        if self.turbo.num_iters > 0 and self.mask_on:
-            return self._forward_keypoint(features, self.refine(features, instances, first_masks))
+        Args:
+            features: the backbone's features by name.
+            proposals: per image, the proposal generator's boxes (XYXY, resized input image).
+
+        Returns:
+            per image ``Instances`` (:meth:`refine` gives their fields), or with ``num_iters``
+            0 the detection stage's boxes with the parent's masks and keypoints.
+        """
+        p = self.turbo
+        # 1. detection: the box head, then Soft-NMS (or the parent's hard NMS)
+        instances = self.detect(features, proposals)
+        if p.num_iters == 0 or not self.mask_on:
+            return self._forward_without_cycles(features, instances)
+        return self._forward_keypoint(features, self.refine(features, instances))
+
+    def refine(self, features: Dict[str, Tensor], instances: List[Instances]) -> List[Instances]:
+        """Vanilla segmentation, the turbo cycles, Maskness rescoring and the outputs, for the
+        detections of ``instances`` (the detection stage's, or any others).
+
+        Args:
+            instances: per image, ``pred_boxes`` (XYXY, resized input image), ``scores``,
+                ``pred_classes``.
+
+        Returns:
+            per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored, then
+            mapped by ``score_map``), ``pred_classes``, ``pred_masks`` (Ni, 1, M, M) predicted
+            in ``pred_boxes`` and ``maskness`` (Ni,), sorted by score, descending (ties keep
+            the input order). Only detections scoring above the box predictor's
+            ``test_score_thresh`` (``SCORE_THRESH_TEST``) are returned, as upstream.
+
+        No NaN reaches the output: mask probabilities and input scores that are NaN or -inf
+        count as 0 and +inf as 1. Input boxes must be finite (the detection stage guarantees
+        it); degenerate ones are accepted: a box of zero width or height, inverted, or with
+        no pixel of the image inside finds no mask pixel, so it keeps its box (``empty_mask``
+        "keep") or is dropped ("drop"); for a box partly outside the image only the mask
+        pixels inside the image count. Boxes are not clipped here: the detection stage clips
+        them, and a refined box lies within the image wherever its input box does.
+        """
+        p = self.turbo
+        sizes = [x.image_size for x in instances]
+        dets = Detections.from_instances(instances)
+        # 2. vanilla segmentation: the mask head in the detected boxes
+        first = self.first_masks(features, instances)
+        # 3. turbo cycles: turbo detection (the boxes from the masks), then turbo
+        # segmentation (the mask head again, in the refined boxes of the re-predicted rows)
+        rows, row_counts = repredicted_rows(dets, p.repredict_topk)
+        boxes, masks, found = dets.boxes, first, torch.ones_like(dets.classes, dtype=torch.bool)
+        for _ in range(p.num_iters):
+            refined, found_now = refine_boxes(p, masks, boxes, dets.image_hw)
+            classes = dets.classes if rows is None else dets.classes[rows]
+            again = refined if rows is None else refined[rows]
+            new = self.predict_masks(features, again, classes, row_counts, sizes)
+            masks, boxes, found = (
+                updated_masks(masks, boxes, refined, rows, new),
+                refined,
+                found & found_now,
+            )
+        # 4. Maskness rescoring
+        scores, m = rescored(p, dets.scores, first, masks)
+        # 5. outputs: above the user's score threshold, sorted by score
+        result = TurboResult(
+            boxes=boxes, masks=output_masks(p, masks), scores=scores, maskness=m, found=found
+        )
+        return result.to_instances(
+            dets,
+            sizes,
+            drop_empty=p.empty_mask == "drop",
+            score_thresh=self.final_box_predictor().test_score_thresh,
+        )
+
+    def _forward_without_cycles(
+        self, features: Dict[str, Tensor], instances: List[Instances]
+    ) -> List[Instances]:
+        """The parent's masks and keypoints on the detection stage's boxes (``num_iters`` 0,
+        or the mask head turned off)."""
         if self.turbo.num_iters > 0:
             # Detectron2's test-time augmentation turns the mask head off while it gathers
             # boxes; it then calls ``forward_with_given_boxes`` on the merged boxes.
@@ -268,14 +345,32 @@ class TurboMixin:
         with ``counts``: (N, M, M) probabilities of each row's class, made finite.
 
         Goes through the parent's ``_forward_mask``, so any Detectron2 mask head and pooler
-        (class-specific or class-agnostic, PointRend's) works as it does upstream.
+        (class-specific or class-agnostic, PointRend's) works as it does upstream; Detectron2's
+        ``MaskRCNNConvUpsampleHead`` under the parent's own ``_forward_mask`` runs its layers
+        through :func:`turbo.mask_head.selected_mask_logits` (channels-last, the selected
+        class only: upstream's probabilities up to float rounding, at less cost).
         """
+        if self._selected_masks_apply():
+            x = self.mask_pooler(
+                [features[f] for f in self.mask_in_features],
+                [Boxes(boxes[sl]) for sl in image_slices(counts)],
+            )
+            return finite_probs(selected_mask_logits(self.mask_head, x, classes).sigmoid())
         per_image = [
             Instances(size, pred_boxes=Boxes(boxes[sl]), pred_classes=classes[sl])
             for size, sl in zip(image_sizes, image_slices(counts))
         ]
         per_image = self._forward_mask(features, per_image)
         return finite_probs(cat([x.pred_masks for x in per_image])[:, 0])
+
+    def _selected_masks_apply(self) -> bool:
+        """Whether the mask head is Detectron2's ``MaskRCNNConvUpsampleHead`` behind the
+        parent's own pooling (``StandardROIHeads._forward_mask`` not overridden)."""
+        return (
+            getattr(self, "mask_pooler", None) is not None
+            and type(self)._forward_mask is StandardROIHeads._forward_mask
+            and supports_selected_masks(self.mask_head)
+        )
 
     def first_masks(self, features: Dict[str, Tensor], instances: List[Instances]) -> Tensor:
         """Vanilla segmentation: (N, M, M) finite mask probabilities of the N detections of
@@ -286,47 +381,6 @@ class TurboMixin:
             cat([x.pred_classes for x in instances]),
             [len(x) for x in instances],
             [x.image_size for x in instances],
-        )
-
-    def refine(
-        self,
-        features: Dict[str, Tensor],
-        instances: List[Instances],
-        first_masks: Optional[Tensor] = None,
-    ) -> List[Instances]:
-        """Vanilla segmentation, the turbo cycles and Maskness rescoring of detections.
-
-        Args:
-            instances: per image, ``pred_boxes`` (XYXY, resized input image), ``scores``,
-                ``pred_classes`` from the detection stage.
-            first_masks: their :meth:`first_masks`, when already computed.
-
-        Returns:
-            per image ``Instances`` with ``pred_boxes`` (refined), ``scores`` (rescored, then
-            mapped by ``score_map``), ``pred_classes``, ``pred_masks`` (Ni, 1, M, M) predicted
-            in ``pred_boxes`` and ``maskness`` (Ni,), sorted by score, descending (ties keep
-            the input order). Only detections scoring above the box predictor's
-            ``test_score_thresh`` (``SCORE_THRESH_TEST``) are returned, as upstream.
-
-        No NaN reaches the output: mask probabilities and input scores that are NaN or -inf
-        count as 0 and +inf as 1. Input boxes must be finite (the detection stage guarantees
-        it); degenerate ones are accepted: a box of zero width or height, inverted, or with
-        no pixel of the image inside finds no mask pixel, so it keeps its box (``empty_mask``
-        "keep") or is dropped ("drop"); for a box partly outside the image only the mask
-        pixels inside the image count. Boxes are not clipped here: the detection stage clips
-        them, and a refined box lies within the image wherever its input box does.
-        """
-        sizes = [x.image_size for x in instances]
-        dets = Detections.from_instances(instances)
-        predict = functools.partial(self.predict_masks, features, image_sizes=sizes)
-        if first_masks is None:
-            first_masks = self.first_masks(features, instances)
-        out = turbo_cycles(self.turbo, dets, first_masks, predict)
-        return out.to_instances(
-            dets,
-            sizes,
-            drop_empty=self.turbo.empty_mask == "drop",
-            score_thresh=self.final_box_predictor().test_score_thresh,
         )
 
 

@@ -2,9 +2,14 @@
 
 1. detection: :func:`soft_nms_detections`, the Soft-NMS counterpart of Detectron2's
    ``fast_rcnn_inference``;
-2. vanilla segmentation: the mask head on the detected boxes (the caller's ``predict``);
-3. :func:`turbo_cycles`: turbo detection (mask-to-box refinement) and turbo segmentation
-   (the mask head again on the refined boxes), ``num_iters`` times, then Maskness rescoring.
+2. vanilla segmentation: the mask head on the detected boxes (the caller's);
+3. ``num_iters`` turbo cycles, each turbo detection (:func:`refine_boxes`: mask-to-box
+   refinement) then turbo segmentation (the caller's mask head on the refined boxes of
+   :func:`repredicted_rows`, merged by :func:`updated_masks`);
+4. Maskness rescoring (:func:`rescored`);
+5. outputs: :func:`output_masks` and :meth:`TurboResult.to_instances`.
+
+``TurboMixin._forward_turbo`` (:mod:`turbo.heads`) calls them in that order.
 
 Rows of every tensor are the detections of one or more images, grouped by image in image
 order; boxes are XYXY in the resized input image of their row (``Instances.image_size``).
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.layers import cat
@@ -35,17 +40,16 @@ from .ops import (
 __all__ = [
     "Detections",
     "TurboResult",
-    "MaskPredictor",
     "soft_nms_detections",
-    "turbo_cycles",
+    "refine_boxes",
+    "repredicted_rows",
+    "updated_masks",
+    "rescored",
+    "output_masks",
     "per_image_instances",
     "image_slices",
     "descending_order",
 ]
-
-# predict(boxes (n, 4), classes (n,), counts) -> (n, M, M) finite mask probabilities of the
-# mask head in ``boxes``, rows grouped by image with ``counts`` (rows per image).
-MaskPredictor = Callable[[Tensor, Tensor, List[int]], Tensor]
 
 
 @dataclass(frozen=True)
@@ -211,108 +215,79 @@ def soft_nms_detections(
     )
 
 
-def turbo_cycles(
-    params: TurboParams,
-    detections: Detections,
-    masks: Tensor,
-    predict: MaskPredictor,
-) -> TurboResult:
-    """Turbo detection and turbo segmentation, ``params.num_iters`` times, then rescoring.
+def refine_boxes(
+    params: TurboParams, masks: Tensor, boxes: Tensor, image_hw: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Turbo detection, one cycle's mask-to-box refinement.
 
     Args:
-        params: resolved parameters (no recipe key unset).
-        detections: N detections.
-        masks: (N, M, M) finite mask probabilities predicted in ``detections.boxes``.
-        predict: the mask head (:data:`MaskPredictor`).
+        params: resolved parameters (``box_thresh``, ``box_fusion``).
+        masks: (N, M, M) finite mask probabilities, each predicted in its row of ``boxes``.
+        boxes: (N, 4) XYXY in the resized input image.
+        image_hw: (N, 2) int64 height and width of each row's image.
 
-    Each cycle refines every box to the tight box of its pasted mask
-    (``turbo.ops.mask_boxes``, fused with the input box by ``box_fusion``), then predicts
-    the mask again in the refined box: for every row, or with ``repredict_topk`` k > 0 for
-    each image's k highest-scoring rows (the others take the refined box, their mask
-    resampled into it). With ``repredict_scale`` s > 1 the head predicts in the refined box
-    scaled by s about its centre, and that mask is resampled into the refined box. With
-    ``mask_fusion`` f, a re-predicted mask is f * (the earlier mask resampled into the refined
-    box) + (1 - f) * the new one. Finally scores are rescored by the Maskness of the first
-    masks (``maskness_source`` "first"), or by that of the first and then of the output masks
-    ("both"; the ``maskness`` returned is then the output masks'); with ``rescore_agreement``,
-    also by the agreement (soft IoU) of each re-predicted mask with the earlier mask resampled
-    into its box, in the last cycle that re-predicted it: each factor is ``(1 - w) + w *
-    value`` with the recipe's Maskness weight w, so scores stay in [0, 1]; then ``score_map``
-    maps them (strictly increasing, [0, 1] onto [0, 1]). With ``mask_edge``
-    "half_interior" the output masks are then each divided by their interior level
-    (``turbo.ops.edge_normalized``), those with a cell at or above ``box_thresh``.
-
-    Host syncs: none (the rows re-predicted under ``repredict_topk`` are known from the
-    counts).
+    Returns:
+        refined: (N, 4) ``box_fusion * boxes + (1 - box_fusion) * tight box`` of each pasted
+            mask (``turbo.ops.mask_boxes``); a row without mask pixels keeps its box.
+        found: (N,) bool, the rows whose mask has pixels at or above ``box_thresh``.
     """
-    p = params
-    if p.unresolved:
-        raise ValueError(f"turbo_cycles needs resolved parameters; unset: {p.unresolved}")
-    boxes, classes, counts = detections.boxes, detections.classes, list(detections.counts)
-    first_masks = masks
-    found_all = torch.ones_like(detections.scores, dtype=torch.bool)
-    agreement = torch.ones_like(detections.scores)
-    need_earlier = p.mask_fusion > 0 or p.rescore_agreement
-    if p.adaptive:  # the same rows every cycle: the ranks are those of the detection scores
-        rows, selected_counts = _top_rows(detections, p.repredict_topk)
-    for _ in range(p.num_iters):
-        # turbo detection: mask-to-box refinement
-        mask_box, found = mask_boxes(masks, boxes, detections.image_hw, p.box_thresh)
-        found_all = found_all & found
-        refined = p.box_fusion * boxes + (1.0 - p.box_fusion) * mask_box
-        # turbo segmentation: the mask head again, in the refined boxes
-        if not p.adaptive:  # every row: no data-dependent shapes, no host sync
-            rows = None
-            earlier = resample_masks(masks, boxes, refined) if need_earlier else None
-            new = _predict_scaled(predict, p.repredict_scale, refined, classes, counts)
-            boxes = refined
-        else:
-            # every row takes its refined box; the masks not re-predicted are resampled into it
-            masks = resample_masks(masks, boxes, refined)
-            earlier, boxes = masks[rows], refined
-            new = _predict_scaled(
-                predict, p.repredict_scale, refined[rows], classes[rows], selected_counts
-            )
-        if p.rescore_agreement:
-            agree = _soft_iou(earlier, new)
-            agreement = agree if rows is None else agreement.index_put((rows,), agree)
-        if p.mask_fusion > 0:
-            new = torch.lerp(new, earlier, p.mask_fusion)
-        masks = new if rows is None else masks.index_put((rows,), new)
-
-    w = p.maskness_weight
-    m = maskness(first_masks if p.maskness_source == "first" else masks, p.maskness_thresh)
-    scores = detections.scores * ((1.0 - w) + w * m)
-    if p.maskness_source == "both":  # the first masks' Maskness rescores once more
-        scores = scores * ((1.0 - w) + w * maskness(first_masks, p.maskness_thresh))
-    if p.rescore_agreement:
-        scores = scores * ((1.0 - w) + w * agreement)
-    if p.score_map:  # strictly increasing: the order, hence AP, is unchanged
-        scores = piecewise_linear(scores, p.score_map)
-    if p.mask_edge != "probability":  # after Maskness, which reads probabilities
-        masks = edge_normalized(masks, p.box_thresh)
-    return TurboResult(boxes=boxes, masks=masks, scores=scores, maskness=m, found=found_all)
+    mask_box, found = mask_boxes(masks, boxes, image_hw, params.box_thresh)
+    return params.box_fusion * boxes + (1.0 - params.box_fusion) * mask_box, found
 
 
-def _predict_scaled(
-    predict: MaskPredictor, scale: float, boxes: Tensor, classes: Tensor, counts: List[int]
+def repredicted_rows(detections: Detections, k: int) -> Tuple[Optional[Tensor], List[int]]:
+    """Turbo segmentation's rows: every row (``None``) and the per-image counts when ``k`` is
+    0, else the rows of each image's ``k`` highest-scoring detections (the ``repredict_topk``
+    rank gate; ties: the earlier row), grouped by image, and their count per image. The ranks
+    are those of the detection scores, so the rows are the same in every cycle; no host
+    sync."""
+    if k <= 0:
+        return None, list(detections.counts)
+    return _top_rows(detections, k)
+
+
+def updated_masks(
+    masks: Tensor, boxes: Tensor, refined: Tensor, rows: Optional[Tensor], new: Tensor
 ) -> Tensor:
-    """(n, M, M) masks in ``boxes``, predicted in ``boxes`` scaled by ``scale`` about their
-    centres and resampled into ``boxes`` (``scale`` 1: predicted in ``boxes``)."""
-    if scale == 1.0:
-        return predict(boxes, classes, counts)
-    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
-    half = 0.5 * scale * (boxes[:, 2:] - boxes[:, :2])
-    wide = torch.cat([centre - half, centre + half], dim=1)
-    return resample_masks(predict(wide, classes, counts), wide, boxes)
+    """The (N, M, M) masks after one cycle: ``new`` (the mask head's, in ``refined[rows]``) for
+    the re-predicted ``rows`` (``None``: every row), and for the others their mask in ``boxes``
+    resampled into its refined box (``turbo.ops.resample_masks``), so that every mask lies in
+    its output box."""
+    if rows is None:
+        return new
+    resampled = resample_masks(masks, boxes, refined)
+    # under autocast the mask head's probabilities may be of a lower precision than resampling's
+    return resampled.index_put((rows,), new.to(resampled.dtype))
 
 
-def _soft_iou(a: Tensor, b: Tensor) -> Tensor:
-    """(N,) soft IoU of two stacks of (N, M, M) probability masks: sum(min) / sum(max), 1
-    where both are empty."""
-    inter = torch.minimum(a, b).flatten(1).sum(dim=1)
-    union = torch.maximum(a, b).flatten(1).sum(dim=1)
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(union))
+def rescored(
+    params: TurboParams, scores: Tensor, first_masks: Tensor, masks: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Maskness rescoring: ``score * ((1 - w) + w * maskness)`` with the recipe's weight w,
+    by the first masks' Maskness (``maskness_source`` "first"), or by the first masks' and
+    then again by the output masks' ("both"); then ``score_map``, strictly increasing (the
+    order, hence AP, unchanged). Scores stay in [0, 1].
+
+    Returns the (N,) scores and the (N,) Maskness reported with each detection: the first
+    masks' ("first"), the output masks' ("both")."""
+    w = params.maskness_weight
+    both = params.maskness_source == "both"
+    m = maskness(masks if both else first_masks, params.maskness_thresh)
+    scores = scores * ((1.0 - w) + w * m)
+    if both:  # the first masks' Maskness rescores once more
+        scores = scores * ((1.0 - w) + w * maskness(first_masks, params.maskness_thresh))
+    if params.score_map:
+        scores = piecewise_linear(scores, params.score_map)
+    return scores, m
+
+
+def output_masks(params: TurboParams, masks: Tensor) -> Tensor:
+    """The (N, M, M) output masks: the probabilities (``mask_edge`` "probability"), or with
+    "half_interior" each divided by its interior level (``turbo.ops.edge_normalized``), those
+    with a cell at or above ``box_thresh``. After rescoring, which reads probabilities."""
+    if params.mask_edge == "probability":
+        return masks
+    return edge_normalized(masks, params.box_thresh)
 
 
 def per_image_instances(

@@ -633,9 +633,11 @@ def piecewise_linear(x: Tensor, knots: Sequence[Tuple[float, float]]) -> Tensor:
     """
     if len(knots) < 2:
         raise ValueError(f"piecewise_linear needs at least two knots, got {len(knots)}")
-    work = torch.promote_types(x.dtype, torch.float32)
-    xs = torch.tensor([k[0] for k in knots], dtype=work, device=x.device)
-    ys = torch.tensor([k[1] for k in knots], dtype=work, device=x.device)
-    v = x.to(work)[..., None]
-    ramp = ((v - xs[:-1]) / (xs[1:] - xs[:-1])).clamp(0.0, 1.0)
-    return (ys[0] + (ramp * (ys[1:] - ys[:-1])).sum(dim=-1)).to(x.dtype)
+    v = x.to(torch.promote_types(x.dtype, torch.float32))
+    # the knots as Python numbers (a tensor made from them would be a trace's constant, with
+    # a warning): one clamped ramp per segment, added in turn
+    out = torch.zeros_like(v) + float(knots[0][1])
+    for (x0, y0), (x1, y1) in zip(knots, knots[1:]):
+        ramp = ((v - float(x0)) * (1.0 / (float(x1) - float(x0)))).clamp(0.0, 1.0)
+        out = out + ramp * (float(y1) - float(y0))
+    return out.to(x.dtype)

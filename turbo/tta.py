@@ -11,7 +11,6 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
 from .heads import TurboMixin
-from .inference import Detections, turbo_cycles
 from .ops import finite_probs
 
 __all__ = ["TurboRCNNWithTTA"]
@@ -59,14 +58,14 @@ class TurboRCNNWithTTA(GeneralizedRCNNWithTTA):
                 self._reduce_pred_masks(self._batch_inference(augmented_inputs, aug), tfms)[:, 0]
             )
 
-        dets = Detections.from_instances([merged])
-        out = turbo_cycles(
-            heads.turbo, dets, predict(dets.boxes, dets.classes, [len(merged)]), predict
+        # the heads' own stages (TurboMixin.refine) on the merged detections, each mask
+        # prediction averaged over the augmentations: an instance attribute shadows the heads'
+        # mask predictor inside the block
+        heads.predict_masks = lambda features, boxes, classes, counts, image_sizes: predict(
+            boxes, classes, counts
         )
-        (result,) = out.to_instances(
-            dets,
-            [orig_shape],
-            drop_empty=heads.turbo.empty_mask == "drop",
-            score_thresh=heads.final_box_predictor().test_score_thresh,
-        )
+        try:
+            (result,) = heads.refine({}, [merged])
+        finally:
+            del heads.predict_masks
         return {"instances": detector_postprocess(result, *orig_shape)}

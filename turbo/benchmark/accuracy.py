@@ -3,10 +3,9 @@
 All variants of a model share its weights and differ only in their :class:`TurboParams`, so
 the shared prefix (backbone and proposals) runs once per batch and model, the detection stage
 and the first mask prediction once per batch, model and suppression (hard NMS, or each
-Soft-NMS setting), and each variant runs the rest of its ROI heads (``heads.segment``) on the
-same detections and first masks, each with its own
-``COCOEvaluator``. The outputs are those of ``model(batch)`` under each variant's parameters
-(tested).
+Soft-NMS setting), and each variant runs the rest of its ROI heads' own flow on the same
+detections and first masks, each with its own ``COCOEvaluator``. The outputs are those of
+``model(batch)`` under each variant's parameters (tested).
 """
 
 from __future__ import annotations
@@ -25,6 +24,19 @@ from .runner import postprocess, run_prefix
 from .variants import Variant
 
 __all__ = ["evaluate_variants"]
+
+
+@contextlib.contextmanager
+def _given_stages(heads, detections: List[Instances], first_masks: Optional[Tensor]):
+    """Inside the block, the heads' detection stage returns ``detections`` and their first
+    masks are ``first_masks``: computed once, they serve every variant of the same suppression
+    (instance attributes shadow the two methods; the heads' own flow runs the rest)."""
+    heads.detect = lambda features, proposals: detections
+    heads.first_masks = lambda features, instances: first_masks
+    try:
+        yield
+    finally:
+        del heads.detect, heads.first_masks
 
 
 @torch.no_grad()
@@ -78,13 +90,14 @@ def evaluate_variants(
                         first = heads.first_masks(prefix.features, found) if heads.mask_on else None
                         stages[suppression] = (found, first)
                     found, first = stages[suppression]
-                    # segment adds fields to what it is given, and Detectron2's postprocessing
-                    # rescales boxes in place: each variant gets its own copies
+                    # the heads add fields to what they are given, and Detectron2's
+                    # postprocessing rescales boxes in place: each variant gets its own copies
                     detections = [
                         Instances(x.image_size, **{k: t.clone() for k, t in x.get_fields().items()})
                         for x in found
                     ]
-                    results = heads.segment(prefix.features, detections, first)
+                    with _given_stages(heads, detections, first):
+                        results = heads._forward_turbo(prefix.features, prefix.proposals)
                 outputs = postprocess(results, batch, prefix.images.image_sizes)
                 evaluators[v.name].process(batch, outputs)
                 num_dets[v.name] += sum(len(o["instances"]) for o in outputs)

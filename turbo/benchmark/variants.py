@@ -8,17 +8,39 @@ cycles, the re-prediction rules and the other mechanisms, one change at a time
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..config import MECHANISM_KEYS, PUBLISHED, Recipe, TurboParams
+from ..config import Recipe, SoftNMSParams, TurboParams
 
 __all__ = [
+    "PUBLISHED",
+    "MECHANISM_KEYS",
     "Variant",
     "headline_variants",
     "sweep_variants",
     "full_sweep_variants",
     "describe_change",
 ]
+
+
+# The keys by which a setting may depart from the published cycle (every mask re-predicted in
+# its refined box, the score rescored by the first masks' Maskness, probability masks).
+MECHANISM_KEYS: Tuple[str, ...] = ("maskness_source", "repredict_topk", "mask_edge")
+
+# The published method exactly: one cycle, every mask re-predicted in its refined box,
+# Maskness of the first masks, mask edges at probability 0.5, Soft-NMS (linear, IoU 0.5, kept
+# down to 0.001); recipe keys unset (the head's published thresholds).
+# ``configs/*/*_published.yaml`` spell the same in yacs.
+PUBLISHED = TurboParams(
+    num_iters=1,
+    empty_mask="keep",
+    maskness_source="first",
+    repredict_topk=0,
+    mask_edge="probability",
+    soft_nms=SoftNMSParams(
+        enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +100,8 @@ def headline_variants(
 
 
 def describe_change(change: Dict[str, Any]) -> str:
-    """``{"repredict_topk": 10, "rescore_agreement": True}`` -> "repredict_topk=10,
-    rescore_agreement"."""
+    """``{"repredict_topk": 10, "soft_nms": {"enabled": False}}`` -> "repredict_topk=10,
+    soft_nms.enabled=False"."""
     parts = []
     for k, v in change.items():
         if isinstance(v, dict):
@@ -122,11 +144,7 @@ def full_sweep_variants(
     mechanisms = [
         {"repredict_topk": 10},
         {"repredict_topk": 15},
-        {"mask_fusion": 0.5},
-        {"repredict_scale": 1.1},
-        {"repredict_scale": 1.1, "mask_fusion": 0.5},
         {"maskness_source": "both"},
-        {"rescore_agreement": True},
         {"mask_edge": "half_interior"},
     ]
     undo = [{k: getattr(published, k)} for k in MECHANISM_KEYS]
