@@ -189,14 +189,19 @@ def assert_masks_predicted_in_boxes(
     """Every output mask is the heads' mask prediction in its output box: ``predict_masks``,
     the mask head the cycles call (NaN probabilities counted as 0), which
     :func:`assert_mask_head_is_upstreams` holds to Detectron2's own."""
-    again = heads.predict_masks(
+    again = _predicted_masks(heads, features, outputs)
+    torch.testing.assert_close(torch.cat([o.pred_masks[:, 0] for o in outputs]), again)
+
+
+def _predicted_masks(heads, features: Dict[str, Tensor], outputs: List[Instances]) -> Tensor:
+    """(N, M, M) ``heads.predict_masks`` in the boxes of ``outputs``, rows in image order."""
+    return heads.predict_masks(
         features,
         torch.cat([o.pred_boxes.tensor for o in outputs]),
         torch.cat([o.pred_classes for o in outputs]),
         [len(o) for o in outputs],
         [o.image_size for o in outputs],
     )
-    torch.testing.assert_close(torch.cat([o.pred_masks[:, 0] for o in outputs]), again)
 
 
 @torch.no_grad()
@@ -213,13 +218,7 @@ def assert_mask_head_is_upstreams(heads, features: Dict[str, Tensor], outputs: L
     upstream = torch.cat(
         [x.pred_masks[:, 0] for x in heads.forward_with_given_boxes(features, given)]
     )
-    ours = heads.predict_masks(
-        features,
-        torch.cat([o.pred_boxes.tensor for o in outputs]),
-        torch.cat([o.pred_classes for o in outputs]),
-        [len(o) for o in outputs],
-        [o.image_size for o in outputs],
-    )
+    ours = _predicted_masks(heads, features, outputs)
     if not heads._selected_masks_apply():
         torch.testing.assert_close(ours, torch.nan_to_num(upstream, nan=0.0))
         return
