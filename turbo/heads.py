@@ -236,10 +236,10 @@ class TurboMixin:
         # 3. turbo cycles: turbo detection (the boxes from the masks), then turbo
         # segmentation (the mask head again, in the refined boxes of the re-predicted rows)
         rows, row_counts = repredicted_rows(dets, p.repredict_topk)
+        classes = dets.classes if rows is None else dets.classes[rows]
         boxes, masks, found = dets.boxes, first, torch.ones_like(dets.classes, dtype=torch.bool)
         for _ in range(p.num_iters):
             refined, found_now = refine_boxes(p, masks, boxes, dets.image_hw)
-            classes = dets.classes if rows is None else dets.classes[rows]
             again = refined if rows is None else refined[rows]
             new = self.predict_masks(features, again, classes, row_counts, sizes)
             masks, boxes, found = (

@@ -109,6 +109,7 @@ def turbo_stages(
         dets = Detections.from_instances(instances)
         first = timer("mask head: first pass", lambda: heads.first_masks(f, instances))
         rows, row_counts = repredicted_rows(dets, p.repredict_topk)
+        classes = dets.classes if rows is None else dets.classes[rows]
         boxes, masks = dets.boxes, first
         found = torch.ones_like(dets.classes, dtype=torch.bool)
         for _ in range(p.num_iters):
@@ -117,7 +118,6 @@ def turbo_stages(
             )
 
             def repredict(masks=masks, boxes=boxes, refined=refined):
-                classes = dets.classes if rows is None else dets.classes[rows]
                 again = refined if rows is None else refined[rows]
                 new = heads.predict_masks(f, again, classes, row_counts, sizes)
                 return updated_masks(masks, boxes, refined, rows, new)
