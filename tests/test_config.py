@@ -302,4 +302,3 @@ def test_replace_and_active():
     p = TurboParams()
     q = p.replace(num_iters=0, soft_nms={"enabled": False})
     assert not q.active and p.active and q.soft_nms.method == p.soft_nms.method
-    assert TurboParams(repredict_topk=4).adaptive and not TurboParams(repredict_topk=0).adaptive

@@ -232,7 +232,7 @@ def test_repredict_topk(k, images):
     m0 = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.NUM_ITERS": 0}), state_dict=sd)
     full = build(tiny_cfg("TurboROIHeads"), state_dict=sd)
     gated = build(tiny_cfg("TurboROIHeads", **{"MODEL.TURBO.REPREDICT_TOPK": k}), state_dict=sd)
-    assert gated.roi_heads.turbo.adaptive and not full.roi_heads.turbo.adaptive
+    assert gated.roi_heads.turbo.repredict_topk == k and full.roi_heads.turbo.repredict_topk == 0
     vanilla, _, _, _ = _run_heads(m0, copy.deepcopy(images))
     rf, _, _, _ = _run_heads(full, copy.deepcopy(images))
     rg, _, _, _ = _run_heads(gated, copy.deepcopy(images))

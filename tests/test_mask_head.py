@@ -82,7 +82,7 @@ class _TurboOwnForwardMaskHeads(TurboMixin, StandardROIHeads):
 def test_supported_heads_only():
     assert supports_selected_masks(_head(6))
     assert not supports_selected_masks(_OwnMaskHead(get_cfg(), ShapeSpec(channels=8, width=14)))
-    assert build(tiny_cfg())._modules["roi_heads"]._selected_masks_apply()
+    assert build(tiny_cfg()).roi_heads._selected_masks_apply()
     assert build(tiny_cfg("TurboCascadeROIHeads")).roi_heads._selected_masks_apply()
     assert not build(tiny_cfg("_TurboOwnForwardMaskHeads")).roi_heads._selected_masks_apply()
 

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-from conftest import ROOT
 
 from turbo.benchmark.stage_profile import (
     BASELINE_STAGES,
@@ -22,12 +21,16 @@ from helpers import assert_same_instances, build, make_images, tiny_cfg
 
 HEADS = ["TurboROIHeads", "TurboCascadeROIHeads"]
 # the default, the rank gate, two cycles with Maskness of both masks, and dropped empty masks
-PARAMS = [{}, {"repredict_topk": 2}, {"num_iters": 2, "maskness_source": "both"}]
+PARAMS = [
+    {},
+    {"repredict_topk": 2},
+    {"num_iters": 2, "maskness_source": "both"},
+    {"empty_mask": "drop"},
+]
 
 
 def _model(head):
-    m = build(tiny_cfg(head, **{"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.01}))
-    return m
+    return build(tiny_cfg(head, **{"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.01}))
 
 
 @pytest.mark.parametrize("changes", PARAMS)
@@ -108,4 +111,3 @@ def test_stage_profile_script(tmp_path):
     text = out.read_text()
     assert text.startswith("`python scripts/stage_profile.py --models mask_rcnn")
     assert "## Mask R-CNN" in text and "| mask head: re-prediction |" in text
-    assert os.path.isdir(ROOT)

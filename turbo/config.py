@@ -207,11 +207,6 @@ class TurboParams:
         return self.num_iters != 0 or self.soft_nms.enabled
 
     @property
-    def adaptive(self) -> bool:
-        """Whether a cycle re-predicts only some masks (``repredict_topk`` > 0)."""
-        return self.repredict_topk > 0
-
-    @property
     def unresolved(self) -> Tuple[str, ...]:
         """Keys still unset: recipe keys and ``num_iters``."""
         return tuple(k for k in RECIPE_KEYS + ("num_iters",) if getattr(self, k) is None)
