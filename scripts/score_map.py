@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""Scores a user can threshold: a score map fitted with no labels, measured on the shipped
-models.
+"""Scores a user can threshold: the recipes' score maps fitted with no labels, and the
+precision / recall they give on the shipped models.
 
-For each reference model: the map (``turbo.score_map.fit_score_map``) is fitted on the images
-of its domain's tuning split, read as unlabelled images (the baseline's and Turbo's scores
-only); then, on the model's validation split, box and mask AP and precision / recall above
-each ``--thresholds`` score (IoU 0.5, pycocotools' matching) of the baseline, the package
-default, and the default with the map, whose scores are the default's mapped and kept above
-the score threshold (what the heads return with ``MODEL.TURBO.SCORE_MAP`` set)::
+1. For each head kind (Mask R-CNN, cascade), the recipe's map
+   (``turbo.config.Recipe.score_map``): fitted (``turbo.score_map.fit_score_map``, identity up
+   to the score threshold) on the pooled tuning-split images of the shipped models of that
+   kind, read as unlabelled images, with the package defaults; the page says whether
+   ``turbo/config.py`` holds the map this run fitted.
+2. For each shipped config whose rescoring is not the recipe's (tuned Maskness thresholds),
+   its own map (``turbo.score_map.fit_model_score_map``) on its tuning split; the config sets
+   it as ``MODEL.TURBO.SCORE_MAP``.
+3. On each model's validation split: box and mask AP and precision / recall above each
+   ``--thresholds`` score (IoU 0.5, pycocotools' matching) of the baseline, the package
+   defaults with the map of step 1 and without a map, and the config as shipped with the map
+   of step 2 where it has one::
 
     python scripts/score_map.py --output docs/results/score_map.md
 """
@@ -22,12 +28,14 @@ runpy.run_path(
 )["silence_known_warnings"]()
 
 import argparse
+import json
+import os
 import sys
 import time
 
 import torch
 
-from turbo.benchmark.reference_models import REFERENCE_MODELS
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
 
 # the domain's tuning split of each reference model's validation split
 FIT_SPLIT = {"shapes_val": "shapes_tune", "scenes_val": "scenes_tune"}
@@ -51,6 +59,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def knot_list(knots):
+    return json.dumps([list(k) for k in knots])
+
+
 def main(argv=None):
     a = parse_args(argv)
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -62,14 +74,73 @@ def main(argv=None):
     from turbo.benchmark.runner import inference_loader
     from turbo.benchmark.variants import Variant
     from turbo.build import load_model
-    from turbo.config import TurboParams
+    from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, TurboParams
     from turbo.datasets import register_synthetic_datasets
-    from turbo.ops import piecewise_linear
-    from turbo.score_map import collect_scores, fit_score_map
+    from turbo.score_map import collect_scores, fit_model_score_map, fit_score_map
 
     log = setup_logger(name="turbo", abbrev_name="turbo")
     register_synthetic_datasets()
     t0 = time.perf_counter()
+
+    def dicts(split):
+        d = DatasetCatalog.get(split)
+        return d[: a.max_images] if a.max_images > 0 else d
+
+    models = {}
+    for name in a.reference:
+        label, config, weights = reference_model(name)
+        cfg, model = load_model(config, weights, a.device)
+        models[name] = (label, config, cfg, model)
+
+    # 1. the recipes' maps, pooled over the models of each head kind, package defaults
+    pooled, kinds = {}, {}
+    for name, (label, _, cfg, model) in models.items():
+        heads = model.roi_heads
+        recipe = heads.recipe()
+        kind = "CASCADE_RECIPE" if recipe == CASCADE_RECIPE else "MASK_RCNN_RECIPE"
+        kinds[name] = (kind, recipe)
+        default = TurboParams(score_map=IDENTITY_MAP).resolved(recipe)
+        with heads.turbo_params(default):
+            base, turbo = collect_scores(
+                model, inference_loader(cfg, dicts(FIT_SPLIT[cfg.DATASETS.TEST[0]]))
+            )
+        floor = float(heads.final_box_predictor().test_score_thresh)
+        got = pooled.setdefault(
+            kind, {"base": [], "turbo": [], "floor": floor, "recipe": recipe, "labels": []}
+        )
+        got["base"].append(base)
+        got["turbo"].append(turbo)
+        got["labels"].append(f"{label} on {FIT_SPLIT[cfg.DATASETS.TEST[0]]}")
+        log.info("%s: scores collected (%.0f s)", label, time.perf_counter() - t0)
+    recipe_maps, notes = {}, []
+    for kind, got in pooled.items():
+        knots = fit_score_map(torch.cat(got["base"]), torch.cat(got["turbo"]), floor=got["floor"])
+        recipe_maps[kind] = knots
+        held = "holds this map" if got["recipe"].score_map == knots else "does NOT hold this map"
+        notes.append(
+            f"- `{kind}.score_map`, fitted on {', '.join(got['labels'])} (turbo/config.py "
+            f"{held}): `{knot_list(knots)}`"
+        )
+    # 2. the maps of configs whose rescoring is not the recipe's
+    config_maps = {}
+    for name, (label, config, cfg, model) in models.items():
+        own = TurboParams.from_cfg(cfg)
+        if own.recipe_rescoring():
+            continue
+        with model.roi_heads.turbo_params(own.replace(score_map=IDENTITY_MAP)):
+            knots = fit_model_score_map(
+                model, inference_loader(cfg, dicts(FIT_SPLIT[cfg.DATASETS.TEST[0]]))
+            )
+        config_maps[name] = knots
+        set_now = own.score_map == knots
+        notes.append(
+            f"- {label}, `{os.path.relpath(config, REPO_ROOT)}` (its own Maskness thresholds; "
+            f"the config {'sets this map' if set_now else 'does NOT set this map'}): "
+            f"`{knot_list(knots)}`"
+        )
+        log.info("%s: config map fitted (%.0f s)", label, time.perf_counter() - t0)
+
+    # 3. precision / recall on the validation splits
     ts = a.thresholds
     head = (
         "| model (val split) | setting | box AP | mask AP | "
@@ -79,49 +150,34 @@ def main(argv=None):
         + " |"
     )
     lines = [head, "|" + "---|" * (4 + 2 * len(ts))]
-    maps = []
-    for name in a.reference:
-        label, config, weights = reference_model(name)
-        cfg, model = load_model(config, weights, a.device)
-        val = cfg.DATASETS.TEST[0]
-        fit = FIT_SPLIT[val]
-
-        def dicts(split):
-            d = DatasetCatalog.get(split)
-            return d[: a.max_images] if a.max_images > 0 else d
-
+    for name, (label, _, cfg, model) in models.items():
+        kind, recipe = kinds[name]
         heads = model.roi_heads
-        default = TurboParams().resolved(heads.recipe())
-        with heads.turbo_params(default):
-            knots = fit_score_map(*collect_scores(model, inference_loader(cfg, dicts(fit))))
-        maps.append(f"- {label}: fitted on {fit}: `{[list(k) for k in knots]}`")
-        log.info("%s: score map fitted on %s, %d knots", label, fit, len(knots))
+        val = cfg.DATASETS.TEST[0]
+        default = TurboParams(score_map=recipe_maps[kind]).resolved(recipe)
         off = {"enabled": False}
         rows = [
             Variant("baseline", "m", default.replace(num_iters=0, soft_nms=off), "baseline"),
-            Variant("default", "m", default, "default"),
+            Variant("default, no score map", "m", default.replace(score_map=IDENTITY_MAP), "x"),
+            Variant("default (recipe's score map)", "m", default, "default"),
         ]
+        if name in config_maps:
+            own = TurboParams.from_cfg(cfg).replace(score_map=config_maps[name])
+            rows.append(Variant("config, its own score map", "m", own.resolved(recipe), "config"))
         res = evaluate_variants(
             {"m": model}, rows, inference_loader(cfg, dicts(val)), val, keep_predictions=True
         )
         gt = load_coco_gt(MetadataCatalog.get(val).json_file)
         ids = [d["image_id"] for d in dicts(val)]
-        thresh = heads.final_box_predictor().test_score_thresh
-        preds = {v.name: res[v.name]["predictions"] for v in rows}
-        mapped = []
-        scores = torch.tensor([p["score"] for p in preds["default"]])
-        for p, s in zip(preds["default"], piecewise_linear(scores, knots).tolist()):
-            if s > thresh:
-                mapped.append({**p, "score": s})
-        preds["default + score map"] = mapped
-        for setting, pr in preds.items():
+        for v in rows:
+            pr = res[v.name]["predictions"]
             cells = []
             for task in ("bbox", "segm"):
                 got = precision_recall(gt, pr, task, ts, img_ids=ids)
                 cells += [f"{got[t][0]:.1f} / {got[t][1]:.1f}" for t in ts]
             box, mask = (ap_on_images(gt, pr, task, ids) for task in ("bbox", "segm"))
             lines.append(
-                f"| {label} ({val}) | {setting} | {box:.2f} | {mask:.2f} | "
+                f"| {label} ({val}) | {v.name} | {box:.2f} | {mask:.2f} | "
                 + " | ".join(cells)
                 + " |"
             )
@@ -133,14 +189,14 @@ def main(argv=None):
             "",
             f"Device {a.device}, {time.perf_counter() - t0:.0f} s. Precision / recall (%) of the "
             "detections kept above each score, a true positive matched at IoU 0.5 as COCO AP "
-            "matches it; the score map fitted on the tuning split's images (no labels read), "
-            "applied to the default's scores, which are then kept above the score threshold.",
+            "matches it. The maps are fitted on the tuning splits' images (no labels read) and "
+            "measured on the validation splits.",
             "",
             *lines,
             "",
-            "The maps (knots (x, y): Turbo's score x is mapped to y):",
+            "The maps (knots (x, y): Turbo's rescored score x is mapped to y):",
             "",
-            *maps,
+            *notes,
             "",
         ]
     )

@@ -58,6 +58,8 @@ def test_yacs_node_holds_the_dataclass_defaults():
             assert t[f.name.upper()] == AUTO and getattr(d, f.name) is None
         elif f.name == "num_iters":  # unset: 1 with a mask head, 0 without
             assert t.NUM_ITERS == AUTO_ITERS and type(t.NUM_ITERS) is int and d.num_iters is None
+        elif f.name == "score_map":  # unset: a list, the type yacs lets a file override with
+            assert t.SCORE_MAP == [] and d.score_map is None
         else:
             assert t[f.name.upper()] == getattr(d, f.name), f.name
     # one home for the Soft-NMS defaults: the ops' function defaults are the config's

@@ -5,6 +5,11 @@ keeps [0, 1], changes no order and so no AP, and its label-free fit matches the 
 counts above each level."""
 
 import copy
+import json
+import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,14 +21,16 @@ from turbo.benchmark.accuracy import evaluate_variants
 from turbo.benchmark.reference_models import REPO_ROOT, reference_model
 from turbo.benchmark.runner import inference_loader, set_score_thresh
 from turbo.benchmark.variants import Variant
-from turbo.build import load_model
-from turbo.config import TurboParams
+from turbo.build import get_turbo_cfg, load_config, load_model
+from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, MASK_RCNN_RECIPE, TurboParams
 from turbo.datasets import register_synthetic_datasets
 from turbo.export import eager_outputs, trace
 from turbo.ops import piecewise_linear
 from turbo.predictor import build_predictor
 from turbo.score_map import collect_scores, fit_score_map
 from turbo.tta import TurboRCNNWithTTA
+
+from helpers import build, tiny_cfg
 
 KNOTS = ((0.0, 0.0), (0.1, 0.2), (0.4, 0.6), (0.7, 0.85), (1.0, 1.0))
 
@@ -81,15 +88,15 @@ def shipped():
 
 
 def test_score_map_changes_no_order_and_no_ap(shipped):
-    """On a small evaluation, the default with a map has the default's AP exactly, and each
-    image's detections in the same order with the mapped scores (threshold 0: the map keeps
-    every score above it)."""
+    """On a small evaluation, a map leaves the unmapped scores' AP exactly, and each image's
+    detections in the same order with the mapped scores (threshold 0: the map keeps every
+    score above it)."""
     register_synthetic_datasets()
     cfg, model = load_model(*shipped, "cpu")
     set_score_thresh(model, 0.0)
     default = TurboParams().resolved(model.roi_heads.recipe())
     rows = [
-        Variant("default", "m", default),
+        Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
         Variant("mapped", "m", default.replace(score_map=KNOTS)),
     ]
     dicts = DatasetCatalog.get("shapes_val")[:6]
@@ -97,11 +104,83 @@ def test_score_map_changes_no_order_and_no_ap(shipped):
         {"m": model}, rows, inference_loader(cfg, dicts), "shapes_val", keep_outputs=6
     )
     for task in ("bbox", "segm"):
-        assert res["mapped"][task]["AP"] == res["default"][task]["AP"], task
-    for a, b in zip(res["default"]["outputs"], res["mapped"]["outputs"]):
+        assert res["mapped"][task]["AP"] == res["unmapped"][task]["AP"], task
+    for a, b in zip(res["unmapped"]["outputs"], res["mapped"]["outputs"]):
         a, b = a["instances"], b["instances"]
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
         torch.testing.assert_close(b.scores, piecewise_linear(a.scores, KNOTS))
+
+
+@pytest.mark.parametrize("recipe", [MASK_RCNN_RECIPE, CASCADE_RECIPE], ids=["mask_rcnn", "cascade"])
+def test_recipe_maps_are_the_identity_up_to_the_default_threshold(recipe):
+    """The recipes' maps are valid maps, raise high scores (Maskness lowered them) and leave
+    every score up to Detectron2's default SCORE_THRESH_TEST as it is, so that at that threshold
+    the default keeps exactly the detections it keeps without a map."""
+    thresh = get_turbo_cfg().MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    knots = recipe.score_map
+    TurboParams(score_map=knots)
+    assert knots != IDENTITY_MAP and knots[1] == (thresh, thresh)
+    x = torch.linspace(0, 1, 2001, dtype=torch.float64)
+    y = piecewise_linear(x, knots)
+    low = x <= thresh
+    torch.testing.assert_close(y[low], x[low], rtol=1e-12, atol=0.0)
+    assert bool((y[~low] > thresh).all())
+    assert float(piecewise_linear(torch.tensor([0.5, 0.7]), knots).min()) > 0.5
+    # scores as the heads hold them (float32), next to the threshold: the map keeps exactly
+    # those above it
+    f = torch.tensor(thresh, dtype=torch.float32)
+    near = torch.stack([f, torch.nextafter(f, f + 1), torch.nextafter(f, f - 1)])
+    near = torch.cat([near, torch.rand(10000, generator=torch.Generator().manual_seed(0)) * 0.1])
+    assert torch.equal(piecewise_linear(near, knots) > thresh, near > thresh)
+
+
+def test_unset_map_resolves_to_the_recipes_only_for_the_recipes_rescoring():
+    """Unset (None, (), yacs []) takes the recipe's map; an explicit map or the identity is
+    kept; with the recipe's rescoring changed there is no map (the recipe's was fitted for
+    its own rescoring)."""
+    for unset in (TurboParams(), TurboParams(score_map=()), TurboParams(score_map=[])):
+        assert unset.score_map is None
+        assert unset.resolved(MASK_RCNN_RECIPE).score_map == MASK_RCNN_RECIPE.score_map
+        assert unset.resolved(CASCADE_RECIPE).score_map == CASCADE_RECIPE.score_map
+    assert TurboParams(score_map=KNOTS).resolved(CASCADE_RECIPE).score_map == KNOTS
+    assert TurboParams(score_map=IDENTITY_MAP).resolved(CASCADE_RECIPE).score_map == IDENTITY_MAP
+    for change in ({"maskness_weight": 0.5}, {"maskness_thresh": 0.3}, {"maskness_source": "both"}):
+        assert TurboParams(**change).resolved(MASK_RCNN_RECIPE).score_map == IDENTITY_MAP, change
+    cfg = get_turbo_cfg()
+    assert cfg.MODEL.TURBO.SCORE_MAP == []
+    assert TurboParams.from_cfg(cfg).score_map is None
+
+
+def test_heads_warn_where_an_unset_map_is_left_out(caplog):
+    """A config that changes the rescoring without a map of its own is told to fit one."""
+    cfg = tiny_cfg(**{"MODEL.TURBO.MASKNESS_WEIGHT": 0.5, "MODEL.TURBO.SCORE_MAP": []})
+    with caplog.at_level(logging.WARNING, logger="turbo.heads"):
+        model = build(cfg)
+    assert model.roi_heads.turbo.score_map == IDENTITY_MAP
+    assert "fit_score_map.py" in caplog.text and "MODEL.TURBO.SCORE_MAP is unset" in caplog.text
+
+
+def test_default_map_keeps_the_thresholds_detections_and_ap(shipped):
+    """At the model's own threshold (0.05), the recipe's map (identity up to it) returns the
+    same detections, in the same order, as no map, with the mapped scores: AP unchanged."""
+    register_synthetic_datasets()
+    cfg, model = load_model(*shipped, "cpu")
+    default = TurboParams().resolved(model.roi_heads.recipe())
+    rows = [
+        Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
+        Variant("default", "m", default),
+    ]
+    dicts = DatasetCatalog.get("shapes_val")[:6]
+    res = evaluate_variants(
+        {"m": model}, rows, inference_loader(cfg, dicts), "shapes_val", keep_outputs=6
+    )
+    for task in ("bbox", "segm"):
+        assert res["default"][task]["AP"] == res["unmapped"][task]["AP"], task
+    for a, b in zip(res["unmapped"]["outputs"], res["default"]["outputs"]):
+        a, b = a["instances"], b["instances"]
+        assert len(a) == len(b) > 0
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        torch.testing.assert_close(b.scores, piecewise_linear(a.scores, default.score_map))
 
 
 def _above(instances, thresh):
@@ -186,3 +265,44 @@ def test_collect_and_fit_on_unlabelled_images(shipped):
     mapped = piecewise_linear(turbo, knots)
     for _, y in knots[1:-1]:
         assert int((mapped > y).sum()) == int((base > y).sum()), y
+
+
+def test_fit_with_a_floor_is_the_identity_up_to_it():
+    """With the score threshold as floor, the fitted map keeps every score up to it as it is
+    (the same detections pass the threshold) and still matches the counts above it."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(2000, generator=g)
+    turbo = torch.rand(3000, generator=g) ** 1.7 * 0.9
+    knots = fit_score_map(base, turbo, floor=0.05)
+    assert knots[:2] == ((0.0, 0.0), (0.05, 0.05)) and all(y > 0.05 for _, y in knots[2:])
+    mapped = piecewise_linear(turbo.double(), knots)
+    assert torch.equal(mapped > 0.05, turbo.double() > 0.05)
+    for _, y in knots[2:-1]:
+        assert int((mapped > y).sum()) == int((base > y).sum()), y
+    with pytest.raises(ValueError, match="floor"):
+        fit_score_map(base, turbo, floor=1.0)
+
+
+def test_fit_command_prints_a_map_the_config_accepts(shipped):
+    """projects/turbo/fit_score_map.py on three unlabelled image files prints knots that the
+    config takes as MODEL.TURBO.SCORE_MAP, the identity up to its score threshold."""
+    config, weights = shipped
+    register_synthetic_datasets()
+    files = [d["file_name"] for d in DatasetCatalog.get("shapes_val")[:3]]
+    command = [sys.executable, os.path.join(REPO_ROOT, "projects", "turbo", "fit_score_map.py")]
+    common = ["--config-file", config, "--device", "cpu"]
+    out = subprocess.run(
+        command + common + ["--input", *files, "--opts", "MODEL.WEIGHTS", weights],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if "yacs:" in x)
+    knots = json.loads(line.split("MODEL.TURBO.SCORE_MAP:", 1)[1])
+    cfg = load_config(config, ["MODEL.TURBO.SCORE_MAP", json.dumps(knots)])
+    got = TurboParams.from_cfg(cfg).score_map
+    assert got == tuple(tuple(k) for k in knots) and got[1] == (0.05, 0.05) and len(got) > 3
+    bad = subprocess.run(
+        command + common + ["--input", "/nonexistent/*.png"], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "matches no file" in bad.stderr

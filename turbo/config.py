@@ -80,21 +80,71 @@ REMOVED_VALUES: Dict[Tuple[str, Any], str] = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """The values of recipe keys left unset, per head class: the published thresholds."""
+    """The values of recipe keys left unset, per head class: the published thresholds, and
+    the score map that an unset ``score_map`` takes where the rescoring is the recipe's."""
 
     box_thresh: float
     maskness_thresh: float
     maskness_weight: float
     box_fusion: float
+    # Knots of the map of the recipe's rescored scores back to the detector's scale: fitted
+    # with no labels (``turbo.score_map.fit_score_map``, rank matching against the baseline
+    # above each level) on the pooled tuning images of the shipped models of the head's kind,
+    # with the package defaults (``python scripts/score_map.py``). Not part of the paper.
+    score_map: Tuple[Tuple[float, float], ...] = ()
 
 
+# No score map: scores are the rescored ones (the published method's).
+IDENTITY_MAP: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (1.0, 1.0))
 # Mask R-CNN (TurboROIHeads and other StandardROIHeads): published thresholds.
 MASK_RCNN_RECIPE = Recipe(
-    box_thresh=0.20, maskness_thresh=0.35, maskness_weight=0.35, box_fusion=0.0
+    box_thresh=0.20,
+    maskness_thresh=0.35,
+    maskness_weight=0.35,
+    box_fusion=0.0,
+    score_map=(
+        (0.0, 0.0),
+        (0.05, 0.05),
+        (0.108542, 0.1),
+        (0.196669, 0.2),
+        (0.278438, 0.3),
+        (0.364953, 0.4),
+        (0.458779, 0.5),
+        (0.552262, 0.6),
+        (0.646321, 0.7),
+        (0.741972, 0.8),
+        (0.839585, 0.9),
+        (0.89352, 0.95),
+        (1.0, 1.0),
+    ),
 )
 # Cascades (HTC / Cascade Mask R-CNN; CascadeROIHeads subclasses): published thresholds.
-CASCADE_RECIPE = Recipe(box_thresh=0.23, maskness_thresh=0.5, maskness_weight=1.0, box_fusion=0.5)
-RECIPE_KEYS: Tuple[str, ...] = tuple(f.name for f in fields(Recipe))
+CASCADE_RECIPE = Recipe(
+    box_thresh=0.23,
+    maskness_thresh=0.5,
+    maskness_weight=1.0,
+    box_fusion=0.5,
+    score_map=(
+        (0.0, 0.0),
+        (0.05, 0.05),
+        (0.082368, 0.1),
+        (0.159839, 0.2),
+        (0.238903, 0.3),
+        (0.324518, 0.4),
+        (0.406432, 0.5),
+        (0.493273, 0.6),
+        (0.584022, 0.7),
+        (0.67226, 0.8),
+        (0.770491, 0.9),
+        (0.824175, 0.95),
+        (1.0, 1.0),
+    ),
+)
+# Recipe keys: unset (None; -1 in yacs) takes the head's recipe value.
+RECIPE_KEYS: Tuple[str, ...] = ("box_thresh", "maskness_thresh", "maskness_weight", "box_fusion")
+# The keys whose values set the rescored scores (with the detection stage): a recipe's score
+# map serves only where they are the recipe's.
+RESCORING_KEYS: Tuple[str, ...] = ("maskness_thresh", "maskness_weight", "maskness_source")
 
 
 def yacs_key(path: str) -> str:
@@ -137,12 +187,13 @@ class TurboParams:
     L(TurboParams)(num_iters=1, soft_nms=L(SoftNMSParams)(enabled=True))``; ``soft_nms`` may
     also be given as a mapping of :class:`SoftNMSParams` fields.
 
-    The defaults are the published method but for one departure, for speed: each image's 20
-    best masks are re-predicted (``repredict_topk``), not every mask. No other departure
-    gained mask AP without costing box AP on both data domains and both architectures
-    (``docs/results/mechanisms.md``), so every other mechanism is opt-in. Output masks are the
-    mask head's probabilities in their output boxes, and scores, in [0, 1], are rescored once,
-    by the first masks' Maskness.
+    The defaults are the published method but for two departures: for speed, each image's 20
+    best masks are re-predicted (``repredict_topk``), not every mask; and the rescored scores
+    are mapped back towards the detector's scale by the recipe's ``score_map`` (no order
+    changes, so no AP). No other departure gained mask AP without costing box AP on both
+    data domains and both architectures (``docs/results/mechanisms.md``), so every other
+    mechanism is opt-in. Output masks are the mask head's probabilities in their output
+    boxes, and scores, in [0, 1], are rescored once, by the first masks' Maskness.
 
     Unknown keys, and keys that were removed, raise ``ValueError`` naming them.
     """
@@ -178,9 +229,13 @@ class TurboParams:
     mask_edge: str = "probability"
     # Knots ((0, 0), ..., (1, 1)) of a strictly increasing piecewise-linear map of the rescored
     # scores, x and y strictly increasing: it changes no order (no AP), only where a fixed
-    # score threshold cuts (``turbo.score_map.fit_score_map`` fits one on unlabelled images).
-    # () = no map.
-    score_map: Tuple[Tuple[float, float], ...] = ()
+    # score threshold cuts, so that a threshold keeps about as many detections as without
+    # Turbo (``turbo.score_map.fit_score_map`` fits one on unlabelled images; the command
+    # ``projects/turbo/fit_score_map.py`` for a model). ((0, 0), (1, 1)) = no map (the
+    # published scores). Unset (None or (); [] in yacs): the recipe's map where the rescoring
+    # keys (maskness_thresh, maskness_weight, maskness_source) are the recipe's and "first",
+    # else no map (the heads warn: a map is fitted for one rescoring).
+    score_map: Optional[Tuple[Tuple[float, float], ...]] = None
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
@@ -194,7 +249,7 @@ class TurboParams:
             )
         if _is_knot_list(self.score_map):  # yacs and YAML give lists: hold tuples of floats
             knots = tuple((float(x), float(y)) for x, y in self.score_map)
-            object.__setattr__(self, "score_map", knots)
+            object.__setattr__(self, "score_map", knots or None)  # empty: unset
         for name in RECIPE_KEYS + ("num_iters",):  # -1 (yacs' "unset") is accepted too
             value = getattr(self, name)
             if _is_number(value) and value == AUTO:
@@ -208,15 +263,29 @@ class TurboParams:
 
     @property
     def unresolved(self) -> Tuple[str, ...]:
-        """Keys still unset: recipe keys and ``num_iters``."""
-        return tuple(k for k in RECIPE_KEYS + ("num_iters",) if getattr(self, k) is None)
+        """Keys still unset: recipe keys, ``num_iters`` and ``score_map``."""
+        keys = RECIPE_KEYS + ("num_iters", "score_map")
+        return tuple(k for k in keys if getattr(self, k) is None)
+
+    def recipe_rescoring(self) -> bool:
+        """Whether the scores are rescored as the recipe rescores them (its Maskness
+        thresholds unset, Maskness of the first masks): where its score map serves."""
+        return (
+            self.maskness_thresh is None
+            and self.maskness_weight is None
+            and self.maskness_source == "first"
+        )
 
     def resolved(self, recipe: Recipe, mask_on: bool = True) -> TurboParams:
-        """These parameters with every unset recipe key taken from ``recipe``, and an unset
-        ``num_iters`` 1 where the head has a mask head (``mask_on``), else 0."""
-        values = {k: getattr(recipe, k) for k in self.unresolved if k != "num_iters"}
+        """These parameters with every unset recipe key taken from ``recipe``, an unset
+        ``num_iters`` 1 where the head has a mask head (``mask_on``), else 0, and an unset
+        ``score_map`` the recipe's where the rescoring is the recipe's (``recipe_rescoring``),
+        else :data:`IDENTITY_MAP`."""
+        values = {k: getattr(recipe, k) for k in self.unresolved if k in RECIPE_KEYS}
         if self.num_iters is None:
             values["num_iters"] = 1 if mask_on else 0
+        if self.score_map is None:
+            values["score_map"] = recipe.score_map if self.recipe_rescoring() else IDENTITY_MAP
         return dataclasses.replace(self, **values)
 
     def replace(self, **changes: Any) -> TurboParams:
@@ -286,7 +355,9 @@ def add_turbo_config(cfg: CN) -> None:
         if f.name == "soft_nms":
             continue
         value = getattr(default, f.name)
-        if value is None:
+        if f.name == "score_map":
+            value = []  # unset: a list, the type yacs lets a config file give
+        elif value is None:
             value = AUTO_ITERS if f.name == "num_iters" else AUTO
         cfg.MODEL.TURBO[f.name.upper()] = value
     cfg.MODEL.TURBO.SOFT_NMS = CN()
@@ -342,9 +413,11 @@ def _is_knot_list(v: Any) -> bool:
 
 
 def _score_map(v: Any) -> bool:
+    if v is None:
+        return True
     if not _is_knot_list(v):
         return False
-    if len(v) == 0:
+    if len(v) == 0:  # unset
         return True
     xs, ys = [float(k[0]) for k in v], [float(k[1]) for k in v]
     return (
@@ -376,7 +449,8 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "mask_edge": _choice(MASK_EDGES),
     "score_map": (
         _score_map,
-        "() or knots ((0, 0), ..., (1, 1)) whose x and y both strictly increase",
+        "unset (None, (); [] in yacs) or knots ((0, 0), ..., (1, 1)) whose x and y both "
+        "strictly increase",
     ),
     "soft_nms.enabled": (_bool, "True or False"),
     "soft_nms.method": _choice(SOFT_NMS_METHODS),

@@ -12,8 +12,8 @@ rest), which call the stages of :mod:`turbo.inference` in order:
 3. ``num_iters`` turbo cycles: mask-to-box refinement of the boxes from their masks, then the
    mask head again on the refined boxes (every box, or each image's ``repredict_topk`` best,
    the others' masks resampled into their refined boxes);
-4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness, then the optional
-   ``score_map``;
+4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness, then ``score_map``
+   (the recipe's, fitted to give the detector's score scale back; strictly increasing);
 5. outputs: detections scoring at or below the box head's ``SCORE_THRESH_TEST`` are left out,
    as upstream leaves them out (Soft-NMS too keeps no decayed score below it).
 
@@ -70,7 +70,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_first_n
 from torch import Tensor
 
-from .config import CASCADE_RECIPE, MASK_RCNN_RECIPE, Recipe, TurboParams, lazy_key
+from .config import CASCADE_RECIPE, MASK_RCNN_RECIPE, Recipe, TurboParams, lazy_key, yacs_key
 from .inference import (
     Detections,
     TurboResult,
@@ -129,6 +129,17 @@ class TurboMixin:
                 f"the head a mask head"
             )
         self.turbo = turbo.resolved(self.recipe(), self.mask_on)
+        if turbo.score_map is None and not turbo.recipe_rescoring() and self.turbo.num_iters:
+            log_first_n(
+                logging.WARNING,
+                f"{yacs_key('score_map')} is unset and the rescoring is not the recipe's "
+                "(MASKNESS_THRESH, MASKNESS_WEIGHT or MASKNESS_SOURCE set): the scores are not "
+                "mapped, so a fixed score threshold keeps fewer detections than without Turbo; "
+                "fit a map for this model and its parameters with "
+                "projects/turbo/fit_score_map.py",
+                n=1,
+                name=__name__,
+            )
 
     @classmethod
     def recipe(cls) -> Recipe:

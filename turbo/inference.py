@@ -26,7 +26,7 @@ from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
-from .config import SoftNMSParams, TurboParams
+from .config import IDENTITY_MAP, SoftNMSParams, TurboParams
 from .ops import (
     batched_soft_nms,
     edge_normalized,
@@ -266,7 +266,8 @@ def rescored(
     """Maskness rescoring: ``score * ((1 - w) + w * maskness)`` with the recipe's weight w,
     by the first masks' Maskness (``maskness_source`` "first"), or by the first masks' and
     then again by the output masks' ("both"); then ``score_map``, strictly increasing (the
-    order, hence AP, unchanged). Scores stay in [0, 1].
+    order, hence AP, unchanged; the identity :data:`turbo.config.IDENTITY_MAP` is skipped).
+    Scores stay in [0, 1].
 
     Returns the (N,) scores and the (N,) Maskness reported with each detection: the first
     masks' ("first"), the output masks' ("both")."""
@@ -276,7 +277,7 @@ def rescored(
     scores = scores * ((1.0 - w) + w * m)
     if both:  # the first masks' Maskness rescores once more
         scores = scores * ((1.0 - w) + w * maskness(first_masks, params.maskness_thresh))
-    if params.score_map:
+    if params.score_map not in (None, IDENTITY_MAP):
         scores = piecewise_linear(scores, params.score_map)
     return scores, m
 

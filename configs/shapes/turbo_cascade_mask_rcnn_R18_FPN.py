@@ -4,6 +4,7 @@ three cascade stages with class-agnostic regression)."""
 
 import os
 
+import yaml
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
@@ -28,7 +29,10 @@ make_cascade(
     ),
 )
 # Turbo, with the threshold the yacs config tuned on shapes_tune
-use_turbo(model, maskness_thresh=0.2)
+# the yacs config's score map, fitted for these thresholds (projects/turbo/fit_score_map.py)
+with open(os.path.join(_REPO, "configs", "shapes", "turbo_cascade_mask_rcnn_R18_FPN.yaml")) as _f:
+    _SCORE_MAP = yaml.safe_load(_f)["MODEL"]["TURBO"]["SCORE_MAP"]
+use_turbo(model, maskness_thresh=0.2, score_map=_SCORE_MAP)
 
 train.init_checkpoint = os.path.join(_REPO, "checkpoints", "shapes_cascade_mask_rcnn_R18_FPN.pth")
 train.output_dir = "./output/lazy_shapes_cascade_mask_rcnn_R18_FPN"

@@ -9,6 +9,7 @@
 import os
 
 import detectron2.data.transforms as T
+import yaml
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -55,7 +56,10 @@ heads.mask_pooler.scales = _SCALES
 heads.mask_head.input_shape = ShapeSpec(channels=_CHANNELS, width=14, height=14)
 heads.mask_head.conv_dims = [_CHANNELS] * 5
 # Turbo, with the thresholds the yacs config tuned on shapes_tune
-use_turbo(model, box_thresh=0.15, maskness_weight=1.0)
+# the yacs config's score map, fitted for these thresholds (projects/turbo/fit_score_map.py)
+with open(os.path.join(_REPO, "configs", "shapes", "turbo_mask_rcnn_R18_FPN.yaml")) as _f:
+    _SCORE_MAP = yaml.safe_load(_f)["MODEL"]["TURBO"]["SCORE_MAP"]
+use_turbo(model, box_thresh=0.15, maskness_weight=1.0, score_map=_SCORE_MAP)
 
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
 dataloader.train.dataset.names = "shapes_train"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..config import Recipe, SoftNMSParams, TurboParams
+from ..config import IDENTITY_MAP, Recipe, SoftNMSParams, TurboParams
 
 __all__ = [
     "PUBLISHED",
@@ -24,12 +24,13 @@ __all__ = [
 
 
 # The keys by which a setting may depart from the published cycle (every mask re-predicted in
-# its refined box, the score rescored by the first masks' Maskness, probability masks).
-MECHANISM_KEYS: Tuple[str, ...] = ("maskness_source", "repredict_topk", "mask_edge")
+# its refined box, the score rescored by the first masks' Maskness, probability masks, the
+# rescored scores as they are).
+MECHANISM_KEYS: Tuple[str, ...] = ("maskness_source", "repredict_topk", "mask_edge", "score_map")
 
 # The published method exactly: one cycle, every mask re-predicted in its refined box,
-# Maskness of the first masks, mask edges at probability 0.5, Soft-NMS (linear, IoU 0.5, kept
-# down to 0.001); recipe keys unset (the head's published thresholds).
+# Maskness of the first masks, mask edges at probability 0.5, no score map, Soft-NMS (linear,
+# IoU 0.5, kept down to 0.001); recipe keys unset (the head's published thresholds).
 # ``configs/*/*_published.yaml`` spell the same in yacs.
 PUBLISHED = TurboParams(
     num_iters=1,
@@ -37,6 +38,7 @@ PUBLISHED = TurboParams(
     maskness_source="first",
     repredict_topk=0,
     mask_edge="probability",
+    score_map=IDENTITY_MAP,
     soft_nms=SoftNMSParams(
         enabled=True, method="linear", iou_thresh=0.5, sigma=0.5, min_score=0.001
     ),
@@ -106,6 +108,8 @@ def describe_change(change: Dict[str, Any]) -> str:
     for k, v in change.items():
         if isinstance(v, dict):
             parts += [f"{k}.{kk}={vv}" for kk, vv in v.items()]
+        elif k == "score_map" and v == IDENTITY_MAP:
+            parts.append("no score_map")
         elif v is True:
             parts.append(k)
         elif v is False:
