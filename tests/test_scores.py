@@ -126,6 +126,7 @@ def test_recipe_maps_are_the_identity_up_to_the_default_threshold(recipe):
     torch.testing.assert_close(y[low], x[low], rtol=1e-12, atol=0.0)
     assert bool((y[~low] > thresh).all())
     assert float(piecewise_linear(torch.tensor([0.5, 0.7]), knots).min()) > 0.5
+    assert float(piecewise_linear(torch.ones(3), knots).max()) == 1.0  # no rounding past 1
     # scores as the heads hold them (float32), next to the threshold: the map keeps exactly
     # those above it
     f = torch.tensor(thresh, dtype=torch.float32)

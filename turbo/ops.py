@@ -640,4 +640,5 @@ def piecewise_linear(x: Tensor, knots: Sequence[Tuple[float, float]]) -> Tensor:
     for (x0, y0), (x1, y1) in zip(knots, knots[1:]):
         ramp = ((v - float(x0)) * (1.0 / (float(x1) - float(x0)))).clamp(0.0, 1.0)
         out = out + ramp * (float(y1) - float(y0))
-    return out.to(x.dtype)
+    # the sum's rounding may step past the last knot's y (a score of 1 mapped to 1 + 1 ulp)
+    return out.clamp(max=float(knots[-1][1])).to(x.dtype)
