@@ -87,17 +87,19 @@ def shipped():
     return config, weights
 
 
-def test_score_map_changes_no_order_and_no_ap(shipped):
-    """On a small evaluation, a map leaves the unmapped scores' AP exactly, and each image's
-    detections in the same order with the mapped scores (threshold 0: the map keeps every
-    score above it)."""
+def _assert_map_keeps_detections_and_ap(shipped, knots, thresh=None):
+    """On 6 shapes_val images, the default with ``knots`` as its map against the same without a
+    map: AP identical, and per image the same detections (boxes, order) with the mapped
+    scores. ``thresh``: the score threshold to run at (default: the model's)."""
     register_synthetic_datasets()
     cfg, model = load_model(*shipped, "cpu")
-    set_score_thresh(model, 0.0)
+    if thresh is not None:
+        set_score_thresh(model, thresh)
     default = TurboParams().resolved(model.roi_heads.recipe())
+    knots = knots or default.score_map
     rows = [
         Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
-        Variant("mapped", "m", default.replace(score_map=KNOTS)),
+        Variant("mapped", "m", default.replace(score_map=knots)),
     ]
     dicts = DatasetCatalog.get("shapes_val")[:6]
     res = evaluate_variants(
@@ -107,8 +109,15 @@ def test_score_map_changes_no_order_and_no_ap(shipped):
         assert res["mapped"][task]["AP"] == res["unmapped"][task]["AP"], task
     for a, b in zip(res["unmapped"]["outputs"], res["mapped"]["outputs"]):
         a, b = a["instances"], b["instances"]
+        assert len(a) == len(b) > 0
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
-        torch.testing.assert_close(b.scores, piecewise_linear(a.scores, KNOTS))
+        torch.testing.assert_close(b.scores, piecewise_linear(a.scores, knots))
+
+
+def test_score_map_changes_no_order_and_no_ap(shipped):
+    """Any map, at threshold 0 (the map keeps every score above it): the unmapped scores' AP
+    exactly, and each image's detections in the same order with the mapped scores."""
+    _assert_map_keeps_detections_and_ap(shipped, KNOTS, thresh=0.0)
 
 
 @pytest.mark.parametrize("recipe", [MASK_RCNN_RECIPE, CASCADE_RECIPE], ids=["mask_rcnn", "cascade"])
@@ -164,24 +173,7 @@ def test_heads_warn_where_an_unset_map_is_left_out(caplog):
 def test_default_map_keeps_the_thresholds_detections_and_ap(shipped):
     """At the model's own threshold (0.05), the recipe's map (identity up to it) returns the
     same detections, in the same order, as no map, with the mapped scores: AP unchanged."""
-    register_synthetic_datasets()
-    cfg, model = load_model(*shipped, "cpu")
-    default = TurboParams().resolved(model.roi_heads.recipe())
-    rows = [
-        Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
-        Variant("default", "m", default),
-    ]
-    dicts = DatasetCatalog.get("shapes_val")[:6]
-    res = evaluate_variants(
-        {"m": model}, rows, inference_loader(cfg, dicts), "shapes_val", keep_outputs=6
-    )
-    for task in ("bbox", "segm"):
-        assert res["default"][task]["AP"] == res["unmapped"][task]["AP"], task
-    for a, b in zip(res["unmapped"]["outputs"], res["default"]["outputs"]):
-        a, b = a["instances"], b["instances"]
-        assert len(a) == len(b) > 0
-        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
-        torch.testing.assert_close(b.scores, piecewise_linear(a.scores, default.score_map))
+    _assert_map_keeps_detections_and_ap(shipped, None)
 
 
 def _above(instances, thresh):
