@@ -78,6 +78,10 @@ REMOVED_VALUES: Dict[Tuple[str, Any], str] = {
 }
 
 
+# No score map: scores are the rescored ones (the published method's).
+IDENTITY_MAP: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (1.0, 1.0))
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The values of recipe keys left unset, per head class: the published thresholds, and
@@ -91,11 +95,9 @@ class Recipe:
     # with no labels (``turbo.score_map.fit_score_map``, rank matching against the baseline
     # above each level) on the pooled tuning images of the shipped models of the head's kind,
     # with the package defaults (``python scripts/score_map.py``). Not part of the paper.
-    score_map: Tuple[Tuple[float, float], ...] = ()
+    score_map: Tuple[Tuple[float, float], ...] = IDENTITY_MAP
 
 
-# No score map: scores are the rescored ones (the published method's).
-IDENTITY_MAP: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (1.0, 1.0))
 # Mask R-CNN (TurboROIHeads and other StandardROIHeads): published thresholds.
 MASK_RCNN_RECIPE = Recipe(
     box_thresh=0.20,
