@@ -40,6 +40,7 @@ __all__ = [
     "AUTO",
     "AUTO_ITERS",
     "RECIPE_KEYS",
+    "IDENTITY_MAP",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
     "MASK_EDGES",
@@ -144,9 +145,6 @@ CASCADE_RECIPE = Recipe(
 )
 # Recipe keys: unset (None; -1 in yacs) takes the head's recipe value.
 RECIPE_KEYS: Tuple[str, ...] = ("box_thresh", "maskness_thresh", "maskness_weight", "box_fusion")
-# The keys whose values set the rescored scores (with the detection stage): a recipe's score
-# map serves only where they are the recipe's.
-RESCORING_KEYS: Tuple[str, ...] = ("maskness_thresh", "maskness_weight", "maskness_source")
 
 
 def yacs_key(path: str) -> str:
