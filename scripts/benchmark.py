@@ -141,11 +141,11 @@ def main(argv=None):
         models[label], cfgs[label] = model, cfg
         heads = turbo_heads_of(model)
         prefix = "" if i == 0 else f"{label}: "
-        # the config's own parameters (e.g. thresholds tuned for a dataset) are a full-sweep row
-        configured = heads.turbo if args.full else None
-        rows += headline_variants(label, heads.recipe(), configured, prefix)
+        # the config's own score map serves the default rows; its own parameters (e.g.
+        # thresholds tuned for a dataset) are a full-sweep row
+        rows += headline_variants(label, heads.recipe(), heads.turbo, prefix, args.full)
         if args.full:
-            rows += full_sweep_variants(label, heads.recipe(), prefix, args.cycles)
+            rows += full_sweep_variants(label, heads.recipe(), prefix, args.cycles, heads.turbo)
 
     log.info("loading %s (generated on first use) ...", args.dataset)
     dicts = DatasetCatalog.get(args.dataset)

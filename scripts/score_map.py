@@ -2,18 +2,18 @@
 """Scores a user can threshold: the recipes' score maps fitted with no labels, and the
 precision / recall they give on the shipped models.
 
-1. For each head kind (Mask R-CNN, cascade), the recipe's map
-   (``turbo.config.Recipe.score_map``): fitted (``turbo.score_map.fit_score_map``, identity up
-   to the score threshold) on the pooled tuning-split images of the shipped models of that
-   kind, read as unlabelled images, with the package defaults; the page says whether
-   ``turbo/config.py`` holds the map this run fitted.
-2. For each shipped config whose rescoring is not the recipe's (tuned Maskness thresholds),
-   its own map (``turbo.score_map.fit_model_score_map``) on its tuning split; the config sets
-   it as ``MODEL.TURBO.SCORE_MAP``.
+1. With the package defaults, on each shipped model's tuning-split images read as unlabelled
+   images: the model's own map (``turbo.score_map.fit_score_map``, identity up to the score
+   threshold), which its config sets as ``MODEL.TURBO.SCORE_MAP``; and for each head kind
+   (Mask R-CNN, cascade) the recipe's map (``turbo.config.Recipe.score_map``, for a model
+   with no map of its own), fitted on the pooled images of the shipped models of that kind.
+   The page says whether ``turbo/config.py`` and the configs hold the maps this run fitted.
+2. For each config whose Maskness thresholds were tuned for a dataset (``TUNED_CONFIGS``),
+   its own map (``turbo.score_map.fit_model_score_map``) on its tuning split, which it sets.
 3. On each model's validation split: box and mask AP and precision / recall above each
    ``--thresholds`` score (IoU 0.5, pycocotools' matching) of the baseline, the package
-   defaults with the map of step 1 and without a map, and the config as shipped with the map
-   of step 2 where it has one::
+   defaults without a map, with the recipe's map and with the model's own map (the default
+   of its config), and the tuned config with its map::
 
     python scripts/score_map.py --output docs/results/score_map.md
 """
@@ -39,6 +39,11 @@ from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
 
 # the domain's tuning split of each reference model's validation split
 FIT_SPLIT = {"shapes_val": "shapes_tune", "scenes_val": "scenes_tune"}
+# configs with Maskness thresholds tuned for a dataset, on a reference model's checkpoint
+TUNED_CONFIGS = {
+    "mask_rcnn": "configs/shapes/turbo_mask_rcnn_R18_FPN_tuned.yaml",
+    "cascade": "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN_tuned.yaml",
+}
 
 
 def parse_args(argv=None):
@@ -73,7 +78,7 @@ def main(argv=None):
     from turbo.benchmark.reference_models import reference_model
     from turbo.benchmark.runner import inference_loader
     from turbo.benchmark.variants import Variant
-    from turbo.build import load_model
+    from turbo.build import load_config, load_model
     from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, TurboParams
     from turbo.datasets import register_synthetic_datasets
     from turbo.score_map import collect_scores, fit_model_score_map, fit_score_map
@@ -93,7 +98,7 @@ def main(argv=None):
         models[name] = (label, config, cfg, model)
 
     # 1. the recipes' maps, pooled over the models of each head kind, package defaults
-    pooled, kinds = {}, {}
+    pooled, kinds, own_maps = {}, {}, {}
     for name, (label, _, cfg, model) in models.items():
         heads = model.roi_heads
         recipe = heads.recipe()
@@ -105,6 +110,7 @@ def main(argv=None):
                 model, inference_loader(cfg, dicts(FIT_SPLIT[cfg.DATASETS.TEST[0]]))
             )
         floor = float(heads.final_box_predictor().test_score_thresh)
+        own_maps[name] = fit_score_map(base, turbo, floor=floor)
         got = pooled.setdefault(
             kind, {"base": [], "turbo": [], "floor": floor, "recipe": recipe, "labels": []}
         )
@@ -121,24 +127,33 @@ def main(argv=None):
             f"- `{kind}.score_map`, fitted on {', '.join(got['labels'])} (turbo/config.py "
             f"{held}): `{knot_list(knots)}`"
         )
-    # 2. the maps of configs whose rescoring is not the recipe's
-    config_maps = {}
-    for name, (label, config, cfg, model) in models.items():
-        own = TurboParams.from_cfg(cfg)
-        if own.recipe_rescoring():
+    for name, (label, config, cfg, _) in models.items():
+        held = TurboParams.from_cfg(cfg).score_map == own_maps[name]
+        notes.append(
+            f"- {label}, package defaults, fitted on {FIT_SPLIT[cfg.DATASETS.TEST[0]]} "
+            f"(`{os.path.relpath(config, REPO_ROOT)}` "
+            f"{'sets this map' if held else 'does NOT set this map'}): "
+            f"`{knot_list(own_maps[name])}`"
+        )
+    # 2. the maps of the configs with tuned thresholds
+    tuned = {}
+    for name, (label, _, _, model) in models.items():
+        if name not in TUNED_CONFIGS:
             continue
-        with model.roi_heads.turbo_params(own.replace(score_map=IDENTITY_MAP)):
+        config = os.path.join(REPO_ROOT, TUNED_CONFIGS[name])
+        cfg = load_config(config)
+        params = TurboParams.from_cfg(cfg)
+        with model.roi_heads.turbo_params(params.replace(score_map=IDENTITY_MAP)):
             knots = fit_model_score_map(
                 model, inference_loader(cfg, dicts(FIT_SPLIT[cfg.DATASETS.TEST[0]]))
             )
-        config_maps[name] = knots
-        set_now = own.score_map == knots
+        tuned[name] = params.replace(score_map=knots)
+        set_now = params.score_map == knots
         notes.append(
-            f"- {label}, `{os.path.relpath(config, REPO_ROOT)}` (its own Maskness thresholds; "
-            f"the config {'sets this map' if set_now else 'does NOT set this map'}): "
-            f"`{knot_list(knots)}`"
+            f"- {label}, `{TUNED_CONFIGS[name]}` (its tuned Maskness thresholds; the config "
+            f"{'sets this map' if set_now else 'does NOT set this map'}): `{knot_list(knots)}`"
         )
-        log.info("%s: config map fitted (%.0f s)", label, time.perf_counter() - t0)
+        log.info("%s: tuned config's map fitted (%.0f s)", label, time.perf_counter() - t0)
 
     # 3. precision / recall on the validation splits
     ts = a.thresholds
@@ -160,10 +175,17 @@ def main(argv=None):
             Variant("baseline", "m", default.replace(num_iters=0, soft_nms=off), "baseline"),
             Variant("default, no score map", "m", default.replace(score_map=IDENTITY_MAP), "x"),
             Variant("default (recipe's score map)", "m", default, "default"),
+            Variant(
+                "default, the model's own score map",
+                "m",
+                default.replace(score_map=own_maps[name]),
+                "own",
+            ),
         ]
-        if name in config_maps:
-            own = TurboParams.from_cfg(cfg).replace(score_map=config_maps[name])
-            rows.append(Variant("config, its own score map", "m", own.resolved(recipe), "config"))
+        if name in tuned:
+            rows.append(
+                Variant("tuned config, its own score map", "m", tuned[name].resolved(recipe), "t")
+            )
         res = evaluate_variants(
             {"m": model}, rows, inference_loader(cfg, dicts(val)), val, keep_predictions=True
         )

@@ -18,9 +18,9 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 
 from turbo.benchmark.accuracy import evaluate_variants
-from turbo.benchmark.reference_models import REPO_ROOT, reference_model
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT, reference_model
 from turbo.benchmark.runner import inference_loader, set_score_thresh
-from turbo.benchmark.variants import Variant
+from turbo.benchmark.variants import Variant, default_params
 from turbo.build import get_turbo_cfg, load_config, load_model
 from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, MASK_RCNN_RECIPE, TurboParams
 from turbo.datasets import register_synthetic_datasets
@@ -159,6 +159,43 @@ def test_unset_map_resolves_to_the_recipes_only_for_the_recipes_rescoring():
     cfg = get_turbo_cfg()
     assert cfg.MODEL.TURBO.SCORE_MAP == []
     assert TurboParams.from_cfg(cfg).score_map is None
+
+
+INSTANCE_MODELS = [n for n in REFERENCE_MODELS if n != "panoptic_fpn"]
+TUNED = {
+    "mask_rcnn": "configs/shapes/turbo_mask_rcnn_R18_FPN_tuned.yaml",
+    "cascade": "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN_tuned.yaml",
+}
+
+
+def _recipe_of(cfg):
+    cascade = cfg.MODEL.ROI_HEADS.NAME == "TurboCascadeROIHeads"
+    return CASCADE_RECIPE if cascade else MASK_RCNN_RECIPE
+
+
+@pytest.mark.parametrize("name", INSTANCE_MODELS)
+def test_shipped_configs_run_the_defaults_with_their_own_map(name):
+    """Each shipped instance model's config is the package defaults with a score map of its
+    own (not the recipe's), the identity up to its score threshold; the benchmark's default
+    rows take that map (``default_params``), and the tuned configs carry maps of their own."""
+    cfg = load_config(reference_model(name)[1])
+    recipe = _recipe_of(cfg)
+    params = TurboParams.from_cfg(cfg)
+    assert params.recipe_rescoring()
+    params = params.resolved(recipe)
+    default = TurboParams().resolved(recipe)
+    thresh = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    assert params.score_map not in (default.score_map, IDENTITY_MAP)
+    assert params.replace(score_map=default.score_map) == default
+    assert params.score_map[1] == (thresh, thresh)
+    assert default_params(recipe, params) == params
+    assert default_params(recipe, None) == default
+    if name in TUNED:
+        tuned = TurboParams.from_cfg(load_config(os.path.join(REPO_ROOT, TUNED[name])))
+        assert not tuned.recipe_rescoring()
+        tuned = tuned.resolved(recipe)
+        assert tuned.score_map not in (params.score_map, IDENTITY_MAP)
+        assert default_params(recipe, tuned) == default  # a map fitted for other thresholds
 
 
 def test_heads_warn_where_an_unset_map_is_left_out(caplog):

@@ -1,5 +1,5 @@
 """The shapes reference Cascade Mask R-CNN as a LazyConfig: the same model, weights and
-thresholds as ``turbo_cascade_mask_rcnn_R18_FPN.yaml`` (the Mask R-CNN config's backbone,
+score map as ``turbo_cascade_mask_rcnn_R18_FPN.yaml`` (the Mask R-CNN config's backbone,
 three cascade stages with class-agnostic regression)."""
 
 import os
@@ -28,11 +28,11 @@ make_cascade(
         fc_dims=[256, 256],
     ),
 )
-# Turbo, with the threshold the yacs config tuned on shapes_tune
-# the yacs config's score map, fitted for these thresholds (projects/turbo/fit_score_map.py)
+# Turbo with the package defaults and the yacs config's score map, fitted for this model
+# (projects/turbo/fit_score_map.py)
 with open(os.path.join(_REPO, "configs", "shapes", "turbo_cascade_mask_rcnn_R18_FPN.yaml")) as _f:
     _SCORE_MAP = yaml.safe_load(_f)["MODEL"]["TURBO"]["SCORE_MAP"]
-use_turbo(model, maskness_thresh=0.2, score_map=_SCORE_MAP)
+use_turbo(model, score_map=_SCORE_MAP)
 
 train.init_checkpoint = os.path.join(_REPO, "checkpoints", "shapes_cascade_mask_rcnn_R18_FPN.pth")
 train.output_dir = "./output/lazy_shapes_cascade_mask_rcnn_R18_FPN"

@@ -1,4 +1,4 @@
-"""The shapes reference Mask R-CNN as a LazyConfig: the same model, weights and thresholds as
+"""The shapes reference Mask R-CNN as a LazyConfig: the same model, weights and score map as
 ``turbo_mask_rcnn_R18_FPN.yaml`` (ResNet-18 res2-res4, FPN 64 channels with p5 pooled from p4,
 6 classes), built from Detectron2's ``common/models/mask_rcnn_fpn.py``::
 
@@ -55,11 +55,11 @@ heads.mask_in_features = _LEVELS
 heads.mask_pooler.scales = _SCALES
 heads.mask_head.input_shape = ShapeSpec(channels=_CHANNELS, width=14, height=14)
 heads.mask_head.conv_dims = [_CHANNELS] * 5
-# Turbo, with the thresholds the yacs config tuned on shapes_tune
-# the yacs config's score map, fitted for these thresholds (projects/turbo/fit_score_map.py)
+# Turbo with the package defaults and the yacs config's score map, fitted for this model
+# (projects/turbo/fit_score_map.py)
 with open(os.path.join(_REPO, "configs", "shapes", "turbo_mask_rcnn_R18_FPN.yaml")) as _f:
     _SCORE_MAP = yaml.safe_load(_f)["MODEL"]["TURBO"]["SCORE_MAP"]
-use_turbo(model, box_thresh=0.15, maskness_weight=1.0, score_map=_SCORE_MAP)
+use_turbo(model, score_map=_SCORE_MAP)
 
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
 dataloader.train.dataset.names = "shapes_train"

@@ -15,6 +15,7 @@ from ..config import IDENTITY_MAP, Recipe, SoftNMSParams, TurboParams
 __all__ = [
     "PUBLISHED",
     "MECHANISM_KEYS",
+    "default_params",
     "Variant",
     "headline_variants",
     "sweep_variants",
@@ -66,17 +67,34 @@ def _row(prefix: str, label: str, model: str, params: TurboParams, kind: str) ->
     return Variant(prefix + label, model, params, kind, label)
 
 
+def default_params(recipe: Recipe, configured: Optional[TurboParams] = None) -> TurboParams:
+    """The package defaults resolved with ``recipe``, with the score map of ``configured``
+    (a model's resolved params) where that config runs the package defaults with a map of its
+    own (``SCORE_MAP`` fitted for the model, ``projects/turbo/fit_score_map.py``): the map
+    belongs to the model, the recipe's serves a model without one."""
+    default = TurboParams().resolved(recipe)
+    if configured is not None and configured.replace(score_map=default.score_map) == default:
+        return configured
+    return default
+
+
 def headline_variants(
-    model: str, recipe: Recipe, configured: Optional[TurboParams] = None, prefix: str = ""
+    model: str,
+    recipe: Recipe,
+    configured: Optional[TurboParams] = None,
+    prefix: str = "",
+    config_row: bool = True,
 ) -> List[Variant]:
     """baseline (hard NMS, no cycle), + Soft-NMS, + Turbo (the package defaults, hard NMS),
     + Turbo + Soft-NMS (the package defaults), the published recipe where it differs from the
-    defaults (else the default row says it is the published recipe), and the config's own
-    parameters where they differ from both (e.g. thresholds tuned for a dataset).
+    defaults (else the default row says it is the published recipe), and, with
+    ``config_row``, the config's own parameters where they differ from both (e.g. thresholds
+    tuned for a dataset).
 
     ``recipe``: the head's recipe (unset recipe keys); ``configured``: the model's params as
-    its config sets them (resolved)."""
-    default = TurboParams().resolved(recipe)
+    its config sets them (resolved); the rows built from the defaults carry its score map
+    where it has one for them (:func:`default_params`)."""
+    default = default_params(recipe, configured)
     published = PUBLISHED.resolved(recipe)
     off = {"enabled": False}
     same = default == published
@@ -96,7 +114,7 @@ def headline_variants(
         rows.append(
             _row(prefix, "+ Turbo + Soft-NMS, published recipe", model, published, "published")
         )
-    if configured is not None and configured not in (default, published):
+    if config_row and configured is not None and configured not in (default, published):
         rows.append(_row(prefix, "+ Turbo + Soft-NMS, config", model, configured, "config"))
     return rows
 
@@ -138,12 +156,16 @@ def sweep_variants(
 
 
 def full_sweep_variants(
-    model: str, recipe: Recipe, prefix: str = "", cycles: Sequence[int] = (2, 3)
+    model: str,
+    recipe: Recipe,
+    prefix: str = "",
+    cycles: Sequence[int] = (2, 3),
+    configured: Optional[TurboParams] = None,
 ) -> List[Variant]:
     """The benchmark's full sweep, beyond the headline rows: the default with more cycles;
     the published recipe with each mechanism the default may use, one at a time; and the
-    default without each of them, one at a time."""
-    default = TurboParams().resolved(recipe)
+    default without each of them, one at a time (the default: :func:`default_params`)."""
+    default = default_params(recipe, configured)
     published = PUBLISHED.resolved(recipe)
     mechanisms = [
         {"repredict_topk": 10},
