@@ -8,7 +8,8 @@ precision / recall they give on the shipped models.
    (Mask R-CNN, cascade) the recipe's map (``turbo.config.Recipe.score_map``, for a model
    with no map of its own), fitted on the pooled images of the shipped models of that kind.
    The page says whether ``turbo/config.py`` and the configs hold the maps this run fitted.
-2. For each config whose Maskness thresholds were tuned for a dataset (``TUNED_CONFIGS``),
+2. For each config whose Maskness thresholds were tuned for a dataset
+   (``turbo.benchmark.reference_models.TUNED_CONFIGS``),
    its own map (``turbo.score_map.fit_model_score_map``) on its tuning split, which it sets.
 3. On each model's validation split: box and mask AP and precision / recall above each
    ``--thresholds`` score (IoU 0.5, pycocotools' matching) of the baseline, the package
@@ -35,15 +36,10 @@ import time
 
 import torch
 
-from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT
+from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT, TUNED_CONFIGS
 
 # the domain's tuning split of each reference model's validation split
 FIT_SPLIT = {"shapes_val": "shapes_tune", "scenes_val": "scenes_tune"}
-# configs with Maskness thresholds tuned for a dataset, on a reference model's checkpoint
-TUNED_CONFIGS = {
-    "mask_rcnn": "configs/shapes/turbo_mask_rcnn_R18_FPN_tuned.yaml",
-    "cascade": "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN_tuned.yaml",
-}
 
 
 def parse_args(argv=None):

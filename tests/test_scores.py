@@ -16,9 +16,15 @@ import torch
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
+from detectron2.modeling import ROI_HEADS_REGISTRY
 
 from turbo.benchmark.accuracy import evaluate_variants
-from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT, reference_model
+from turbo.benchmark.reference_models import (
+    REFERENCE_MODELS,
+    REPO_ROOT,
+    TUNED_CONFIGS,
+    reference_model,
+)
 from turbo.benchmark.runner import inference_loader, set_score_thresh
 from turbo.benchmark.variants import Variant, default_params
 from turbo.build import get_turbo_cfg, load_config, load_model
@@ -162,15 +168,6 @@ def test_unset_map_resolves_to_the_recipes_only_for_the_recipes_rescoring():
 
 
 INSTANCE_MODELS = [n for n in REFERENCE_MODELS if n != "panoptic_fpn"]
-TUNED = {
-    "mask_rcnn": "configs/shapes/turbo_mask_rcnn_R18_FPN_tuned.yaml",
-    "cascade": "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN_tuned.yaml",
-}
-
-
-def _recipe_of(cfg):
-    cascade = cfg.MODEL.ROI_HEADS.NAME == "TurboCascadeROIHeads"
-    return CASCADE_RECIPE if cascade else MASK_RCNN_RECIPE
 
 
 @pytest.mark.parametrize("name", INSTANCE_MODELS)
@@ -179,7 +176,7 @@ def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     own (not the recipe's), the identity up to its score threshold; the benchmark's default
     rows take that map (``default_params``), and the tuned configs carry maps of their own."""
     cfg = load_config(reference_model(name)[1])
-    recipe = _recipe_of(cfg)
+    recipe = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME).recipe()
     params = TurboParams.from_cfg(cfg)
     assert params.recipe_rescoring()
     params = params.resolved(recipe)
@@ -190,8 +187,8 @@ def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     assert params.score_map[1] == (thresh, thresh)
     assert default_params(recipe, params) == params
     assert default_params(recipe, None) == default
-    if name in TUNED:
-        tuned = TurboParams.from_cfg(load_config(os.path.join(REPO_ROOT, TUNED[name])))
+    if name in TUNED_CONFIGS:
+        tuned = TurboParams.from_cfg(load_config(os.path.join(REPO_ROOT, TUNED_CONFIGS[name])))
         assert not tuned.recipe_rescoring()
         tuned = tuned.resolved(recipe)
         assert tuned.score_map not in (params.score_map, IDENTITY_MAP)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Tuple
 
-__all__ = ["REPO_ROOT", "REFERENCE_MODELS", "reference_model"]
+__all__ = ["REPO_ROOT", "REFERENCE_MODELS", "TUNED_CONFIGS", "reference_model"]
 
 # The source checkout this package lives in (its configs/ and checkpoints/): the harness runs
 # from a checkout, an installed copy of the package has neither.
@@ -54,6 +54,13 @@ REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
         "configs/shapes/turbo_panoptic_fpn_R18_FPN.yaml",
         "checkpoints/shapes_panoptic_fpn_R18_FPN.pth",
     ),
+}
+
+# Configs with Maskness thresholds tuned for a dataset, on a reference model's checkpoint:
+# reference model name -> config path relative to REPO_ROOT.
+TUNED_CONFIGS: Dict[str, str] = {
+    "mask_rcnn": "configs/shapes/turbo_mask_rcnn_R18_FPN_tuned.yaml",
+    "cascade": "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN_tuned.yaml",
 }
 
 
