@@ -120,6 +120,7 @@ def test_precision_recall_and_ap_on_images(tmp_path):
 
     from turbo.benchmark.breakdown import (
         ap_on_images,
+        count_matched_thresholds,
         load_coco_gt,
         objects_per_image,
         precision_recall,
@@ -157,6 +158,15 @@ def test_precision_recall_and_ap_on_images(tmp_path):
     assert pr[0.5] == pytest.approx((200 / 3, 200 / 3))
     assert pr[0.7] == pytest.approx((100.0, 200 / 3))
     assert pr[0.95] == (100.0, 0.0)  # nothing kept: no false positive, nothing found
+    # count-matched thresholds: the same detections under a strictly increasing map of their
+    # scores keep, at the reference's counts, the reference's precision and recall
+    mapped = [dict(d, score=d["score"] ** 2 / 2) for d in dets]
+    at = count_matched_thresholds(dets, mapped, [0.3, 0.5, 0.7, 0.95])
+    assert at == pytest.approx({0.3: 0.08, 0.5: 0.18, 0.7: 0.32, 0.95: float("inf")})
+    matched = precision_recall(coco, mapped, "bbox", list(at.values()))
+    assert [matched[at[t]] for t in (0.3, 0.5, 0.7, 0.95)] == [pr[t] for t in (0.3, 0.5, 0.7, 0.95)]
+    # fewer detections than the reference keeps: every one of them
+    assert count_matched_thresholds(dets, mapped[:1], [0.5]) == {0.5: 0.0}
     only_2 = precision_recall(coco, dets, "bbox", [0.5], img_ids=[2])
     assert only_2[0.5] == pytest.approx((100.0, 100.0))
     assert ap_on_images(coco, dets, "bbox", [2]) == pytest.approx(100.0)

@@ -216,6 +216,37 @@ def test_crowds_script(tmp_path):
     assert rows["baseline"].count(" / 1.00") >= 1  # the baseline's own latency ratio
 
 
+def test_score_map_script(tmp_path):
+    """The score maps fitted and measured end to end on two images per split: every row per
+    model, the count-matched row on the own map's detections (the same AP), and a note per
+    fitted map saying whether the config holds it."""
+    out = tmp_path / "score_map.md"
+    _run(
+        [
+            os.path.join(SCRIPTS, "score_map.py"),
+            "--reference",
+            "mask_rcnn",
+            "--max-images",
+            "2",
+            "--output",
+            str(out),
+        ],
+        tmp_path,
+    )
+    text = out.read_text()
+    rows = {
+        line.split(" | ")[1]: line.split(" | ")
+        for line in text.splitlines()
+        if line.startswith("| Mask R-CNN (shapes_val)")
+    }
+    own, matched = "default, the model's own score map", next(r for r in rows if "count" in r)
+    assert {"baseline", "default, no score map", own, "tuned config, its own score map"} <= set(
+        rows
+    )
+    assert rows[matched][2:4] == rows[own][2:4]  # box and mask AP: the same detections
+    assert "MASK_RCNN_RECIPE.score_map" in text and "turbo_mask_rcnn_R18_FPN.yaml" in text
+
+
 @pytest.mark.parametrize(
     "script",
     [
@@ -229,6 +260,7 @@ def test_crowds_script(tmp_path):
         "detectron2_tests.py",
         "update_docs.py",
         "fresh_clone.py",
+        "score_map.py",
     ],
 )
 def test_scripts_have_help(script, tmp_path):

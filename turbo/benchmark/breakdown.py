@@ -20,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 __all__ = [
     "load_coco_gt",
     "precision_recall",
+    "count_matched_thresholds",
     "add_precision_recall",
     "ap_on_images",
     "objects_per_image",
@@ -90,6 +91,30 @@ def precision_recall(
         tp = int((matched & kept).sum())
         precision = 100.0 * tp / int(kept.sum()) if kept.any() else 100.0
         out[t] = (precision, 100.0 * tp / max(n_gt, 1))
+    return out
+
+
+def count_matched_thresholds(
+    reference: Sequence[dict], results: Sequence[dict], thresholds: Sequence[float]
+) -> Dict[float, float]:
+    """{threshold t: score s_t}: the score at or above which ``results`` (COCO-json
+    detections) keep as many detections as ``reference`` keeps at or above t: at least as
+    many where scores tie, every detection (0) where ``results`` has fewer, none (+inf) where
+    ``reference`` keeps none.
+
+    :func:`precision_recall` of ``results`` at the s_t compares two rankings at equal
+    counts: what a perfectly count-matched score map would give, whatever map ``results``
+    carry, since a strictly increasing map changes the order of nothing. The part of a
+    precision gap at t that remains at s_t is the ranking's, not the map's."""
+    ref = np.asarray([r["score"] for r in reference], dtype=np.float64)
+    got = np.sort(np.asarray([r["score"] for r in results], dtype=np.float64))[::-1]
+    out = {}
+    for t in thresholds:
+        n = int((ref >= t).sum())
+        if n == 0:
+            out[t] = float("inf")
+        else:
+            out[t] = float(got[n - 1]) if n <= len(got) else 0.0
     return out
 
 
