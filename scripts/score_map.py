@@ -86,7 +86,13 @@ def main(argv=None):
     from turbo.build import load_config, load_model
     from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, TurboParams
     from turbo.datasets import register_synthetic_datasets
-    from turbo.score_map import collect_scores, fit_model_score_map, fit_score_map
+    from turbo.score_map import (
+        KNOT_TOLERANCE,
+        collect_scores,
+        fit_model_score_map,
+        fit_score_map,
+        same_score_map,
+    )
 
     log = setup_logger(name="turbo", abbrev_name="turbo")
     register_synthetic_datasets()
@@ -127,13 +133,14 @@ def main(argv=None):
     for kind, got in pooled.items():
         knots = fit_score_map(torch.cat(got["base"]), torch.cat(got["turbo"]), floor=got["floor"])
         recipe_maps[kind] = knots
-        held = "holds this map" if got["recipe"].score_map == knots else "does NOT hold this map"
+        holds = same_score_map(got["recipe"].score_map, knots)
+        held = "holds this map" if holds else "does NOT hold this map"
         notes.append(
             f"- `{kind}.score_map`, fitted on {', '.join(got['labels'])} (turbo/config.py "
             f"{held}): `{knot_list(knots)}`"
         )
     for name, (label, config, cfg, _) in models.items():
-        held = TurboParams.from_cfg(cfg).score_map == own_maps[name]
+        held = same_score_map(TurboParams.from_cfg(cfg).score_map or (), own_maps[name])
         notes.append(
             f"- {label}, package defaults, fitted on {FIT_SPLIT[cfg.DATASETS.TEST[0]]} "
             f"(`{os.path.relpath(config, REPO_ROOT)}` "
@@ -153,7 +160,7 @@ def main(argv=None):
                 model, inference_loader(cfg, dicts(FIT_SPLIT[cfg.DATASETS.TEST[0]]))
             )
         tuned[name] = params.replace(score_map=knots)
-        set_now = params.score_map == knots
+        set_now = same_score_map(params.score_map or (), knots)
         notes.append(
             f"- {label}, `{TUNED_CONFIGS[name]}` (its tuned Maskness thresholds; the config "
             f"{'sets this map' if set_now else 'does NOT set this map'}): `{knot_list(knots)}`"
@@ -227,7 +234,9 @@ def main(argv=None):
             "",
             *lines,
             "",
-            "The maps (knots (x, y): Turbo's rescored score x is mapped to y):",
+            "The maps (knots (x, y): Turbo's rescored score x is mapped to y; a config holds a "
+            f"map when each of its knots is within {KNOT_TOLERANCE:g} of the fitted one: "
+            "another build or CPU rounds the scores otherwise, `turbo.score_map.KNOT_TOLERANCE`):",
             "",
             *notes,
             "",

@@ -33,7 +33,7 @@ from turbo.datasets import register_synthetic_datasets
 from turbo.export import eager_outputs, trace
 from turbo.ops import piecewise_linear
 from turbo.predictor import build_predictor
-from turbo.score_map import collect_scores, fit_score_map
+from turbo.score_map import KNOT_TOLERANCE, collect_scores, fit_score_map, same_score_map
 from turbo.tta import TurboRCNNWithTTA
 
 from helpers import build, tiny_cfg
@@ -70,6 +70,22 @@ def test_fit_matches_the_baseline_counts_above_each_level():
     for _, y in knots[1:-1]:
         assert int((mapped > y).sum()) == int((base > y).sum()), y
     assert torch.equal(torch.argsort(mapped, stable=True), torch.argsort(turbo, stable=True))
+
+
+def test_refits_that_differ_by_score_rounding_are_the_same_map():
+    """A refit on scores rounded otherwise (another build, another CPU) moves knots by far less
+    than ``KNOT_TOLERANCE`` and is the same map; a knot moved further, or a knot more, is not."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(2000, generator=g)
+    turbo = torch.rand(3000, generator=g) ** 1.7 * 0.9
+    knots = fit_score_map(base, turbo, floor=0.05)
+    rounded = fit_score_map(base, turbo + 3e-7 * torch.randn(3000, generator=g), floor=0.05)
+    assert same_score_map(knots, rounded)
+    moved = [list(k) for k in knots]
+    moved[3][0] += 2 * KNOT_TOLERANCE
+    assert not same_score_map(knots, moved)
+    assert not same_score_map(knots, knots[:-2] + knots[-1:])
+    assert not same_score_map(knots, ())
 
 
 @pytest.mark.parametrize(

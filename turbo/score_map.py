@@ -22,7 +22,20 @@ from torch import Tensor, nn
 
 from .config import IDENTITY_MAP
 
-__all__ = ["fit_score_map", "collect_scores", "fit_model_score_map", "SCORE_LEVELS"]
+__all__ = [
+    "fit_score_map",
+    "collect_scores",
+    "fit_model_score_map",
+    "same_score_map",
+    "SCORE_LEVELS",
+    "KNOT_TOLERANCE",
+]
+
+# How far apart two fits of one model on the same images may place a knot. A knot's x lies
+# midway between two of Turbo's scores; another build of PyTorch or another CPU rounds the
+# scores otherwise (a few 1e-7), which can move a score across a level and so the knot to
+# the next pair of scores (up to about 2e-4 apart on the shipped models).
+KNOT_TOLERANCE = 1e-3
 
 # Baseline scores at which a knot is placed: a threshold there keeps, on the fitting images,
 # exactly as many Turbo detections as baseline ones (linear between the knots).
@@ -83,6 +96,16 @@ def fit_score_map(
     knots.append((1.0, 1.0))
     out = [(round(x, 6), round(y, 6)) for x, y in knots]
     return tuple(k for i, k in enumerate(out) if i == 0 or k[0] > out[i - 1][0])
+
+
+def same_score_map(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], tol: float = KNOT_TOLERANCE
+) -> bool:
+    """Whether the knots ``a`` and ``b`` are one fit up to the float rounding of the scores it
+    was made on (:data:`KNOT_TOLERANCE`): as many knots, each coordinate within ``tol``."""
+    return len(a) == len(b) and all(
+        abs(p - q) <= tol for ka, kb in zip(a, b) for p, q in zip(ka, kb, strict=True)
+    )
 
 
 @torch.no_grad()
