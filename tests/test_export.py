@@ -17,6 +17,7 @@ from detectron2.export import TracingAdapter
 from turbo.benchmark.reference_models import reference_model
 from turbo.benchmark.variants import PUBLISHED
 from turbo.build import load_model
+from turbo.config import IDENTITY_MAP
 from turbo.datasets import register_synthetic_datasets
 from turbo.export import (
     OnnxModel,
@@ -160,6 +161,24 @@ def test_opt_in_mechanisms_replay_as_eager(models, images):
         with torch.no_grad():
             actual = [adapter.outputs_schema(traced(x))[0]["instances"] for x in others]
         check_same_outputs([eager_outputs(model, x) for x in others], actual, atol=1e-4)
+
+
+def test_class_score_maps_replay_as_eager(models, images):
+    """One score map per class traces as a map for all does: each row's class picks its knots
+    (the heads' ``class_score_knots`` buffer), for other images too, with no trace warning."""
+    model = models["mask_rcnn"]
+    ramp = ((0.0, 0.0), (0.05, 0.05), (0.3, 0.5), (1.0, 1.0))
+    maps = tuple(ramp if c % 2 else IDENTITY_MAP for c in range(model.roi_heads.num_classes))
+    with model.roi_heads.turbo_params(score_map=maps):
+        adapter, traced = trace(model, images[0])
+        others = images[1:]
+        with torch.no_grad():
+            actual = [adapter.outputs_schema(traced(x))[0]["instances"] for x in others]
+        expected = [eager_outputs(model, x) for x in others]
+    check_same_outputs(expected, actual, atol=1e-5)
+    own = [eager_outputs(model, x) for x in others]  # the head's own map, not the trace's
+    with pytest.raises(ValueError, match="image 0: "):
+        check_same_outputs(own, actual, atol=1e-5)
 
 
 def _batch_inference(model, inputs):

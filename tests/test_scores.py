@@ -28,17 +28,40 @@ from turbo.benchmark.reference_models import (
 from turbo.benchmark.runner import inference_loader, set_score_thresh
 from turbo.benchmark.variants import Variant, default_params
 from turbo.build import get_turbo_cfg, load_config, load_model
-from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, MASK_RCNN_RECIPE, TurboParams
+from turbo.config import (
+    CASCADE_RECIPE,
+    IDENTITY_MAP,
+    MASK_RCNN_RECIPE,
+    TurboParams,
+    is_class_score_map,
+)
 from turbo.datasets import register_synthetic_datasets
 from turbo.export import eager_outputs, trace
-from turbo.ops import piecewise_linear
+from turbo.ops import class_piecewise_linear, knot_table, piecewise_linear
 from turbo.predictor import build_predictor
-from turbo.score_map import KNOT_TOLERANCE, collect_scores, fit_score_map, same_score_map
+from turbo.score_map import (
+    KNOT_TOLERANCE,
+    collect_detections,
+    collect_scores,
+    fit_class_score_maps,
+    fit_model_score_map,
+    fit_score_map,
+    same_score_map,
+)
 from turbo.tta import TurboRCNNWithTTA
 
 from helpers import build, tiny_cfg
 
 KNOTS = ((0.0, 0.0), (0.1, 0.2), (0.4, 0.6), (0.7, 0.85), (1.0, 1.0))
+# one map per class of the shapes models (6 classes), of different lengths
+CLASS_KNOTS = (
+    KNOTS,
+    IDENTITY_MAP,
+    ((0.0, 0.0), (0.05, 0.05), (0.3, 0.5), (1.0, 1.0)),
+    ((0.0, 0.0), (0.5, 0.9), (1.0, 1.0)),
+    MASK_RCNN_RECIPE.score_map,
+    CASCADE_RECIPE.score_map,
+)
 
 
 def _images(n=3):
@@ -134,6 +157,109 @@ def _assert_map_keeps_detections_and_ap(shipped, knots, thresh=None):
         assert len(a) == len(b) > 0
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
         torch.testing.assert_close(b.scores, piecewise_linear(a.scores, knots))
+
+
+def test_class_maps_map_each_row_by_its_class_and_keep_the_unit_interval():
+    """Each row mapped as ``piecewise_linear`` maps it with its class's knots (up to float
+    rounding): strictly increasing per class, 0 -> 0 and 1 -> 1, whatever the maps' lengths."""
+    table = knot_table(CLASS_KNOTS)
+    assert table.shape == (6, max(len(m) for m in CLASS_KNOTS), 2)
+    x = torch.linspace(0, 1, 3001).repeat(6)
+    classes = torch.arange(6).repeat_interleave(3001)
+    y = class_piecewise_linear(x, classes, table)
+    for c, knots in enumerate(CLASS_KNOTS):
+        rows = classes == c
+        torch.testing.assert_close(y[rows], piecewise_linear(x[rows], knots), atol=3e-7, rtol=0)
+        assert torch.all(y[rows][1:] > y[rows][:-1]), c
+        assert float(y[rows][0]) == 0.0 and float(y[rows][-1]) == 1.0
+    assert class_piecewise_linear(x[:0], classes[:0], table).shape == (0,)
+    with pytest.raises(ValueError, match="shape"):
+        class_piecewise_linear(x, classes[:5], table)
+    with pytest.raises(ValueError, match="at least two knots"):
+        knot_table([((0.0, 0.0),)])
+
+
+def test_class_maps_are_validated_and_counted_against_the_heads_classes():
+    """A per-class map is one valid knot list per class; a bad one is refused naming the key,
+    and a count other than the heads' classes is refused naming NUM_CLASSES."""
+    params = TurboParams(score_map=[[list(k) for k in m] for m in CLASS_KNOTS])  # as yacs gives
+    assert params.score_map == CLASS_KNOTS and is_class_score_map(params.score_map)
+    assert not is_class_score_map(KNOTS) and not is_class_score_map(None)
+    bad = CLASS_KNOTS[:2] + (((0.0, 0.0), (0.6, 0.5), (0.5, 0.6), (1.0, 1.0)),)
+    with pytest.raises(ValueError, match="model.roi_heads.turbo.score_map must be"):
+        TurboParams(score_map=bad)
+    with pytest.raises(ValueError, match="model.roi_heads.turbo.score_map must be"):
+        TurboParams(score_map=(KNOTS, ()))
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 6
+    cfg.MODEL.TURBO.SCORE_MAP = [[list(k) for k in m] for m in CLASS_KNOTS[:4]]
+    with pytest.raises(ValueError, match="4 per-class maps.*6 classes.*NUM_CLASSES"):
+        build(cfg)
+    cfg.MODEL.TURBO.SCORE_MAP = [[list(k) for k in m] for m in CLASS_KNOTS]
+    heads = build(cfg).roi_heads
+    assert torch.equal(heads.class_score_knots, knot_table(CLASS_KNOTS))
+    assert "class_score_knots" not in heads.state_dict()  # not saved with the weights
+    with heads.turbo_params(score_map=KNOTS):
+        assert heads.class_score_knots is None
+    assert torch.equal(heads.class_score_knots, knot_table(CLASS_KNOTS))
+
+
+def test_class_maps_change_no_order_within_a_class_and_no_ap(shipped):
+    """Maps per class, at threshold 0: the unmapped scores' AP exactly (COCO AP is per class),
+    and per image and class the same detections in the same order, each score mapped by its
+    class's map."""
+    register_synthetic_datasets()
+    cfg, model = load_model(*shipped, "cpu")
+    set_score_thresh(model, 0.0)
+    default = TurboParams().resolved(model.roi_heads.recipe())
+    rows = [
+        Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
+        Variant("mapped", "m", default.replace(score_map=CLASS_KNOTS)),
+    ]
+    dicts = DatasetCatalog.get("shapes_val")[:6]
+    res = evaluate_variants(
+        {"m": model}, rows, inference_loader(cfg, dicts), "shapes_val", keep_outputs=6
+    )
+    for task in ("bbox", "segm"):
+        assert res["mapped"][task]["AP"] == res["unmapped"][task]["AP"], task
+    reordered = 0
+    for a, b in zip(res["unmapped"]["outputs"], res["mapped"]["outputs"]):
+        a, b = a["instances"], b["instances"]
+        assert len(a) == len(b) > 0
+        reordered += not torch.equal(a.pred_classes, b.pred_classes)
+        for c in range(6):
+            ra, rb = a[a.pred_classes == c], b[b.pred_classes == c]
+            assert torch.equal(ra.pred_boxes.tensor, rb.pred_boxes.tensor), c
+            mapped = class_piecewise_linear(ra.scores, ra.pred_classes, knot_table(CLASS_KNOTS))
+            torch.testing.assert_close(rb.scores, mapped)
+    assert reordered > 0  # the maps do reorder across classes, so the check above is one
+
+
+def test_class_fit_matches_each_class_count_and_falls_back_for_few_detections():
+    """Per class, a threshold at each level keeps as many Turbo detections as baseline ones;
+    a class with fewer than ``min_detections`` takes the map of all classes."""
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    base_cls = torch.randint(0, 3, (n,), generator=g)
+    base = torch.rand(n, generator=g)
+    turbo_cls = base_cls.clone()
+    # Maskness lowers class 0 far more than class 1; class 2 has few detections
+    turbo = base * torch.where(turbo_cls == 0, 0.5, 0.9)
+    keep = (base_cls != 2) | (torch.arange(n) < 300)
+    base, base_cls, turbo, turbo_cls = base[keep], base_cls[keep], turbo[keep], turbo_cls[keep]
+    maps = fit_class_score_maps(base, base_cls, turbo, turbo_cls, 3, min_detections=500)
+    assert len(maps) == 3 and maps[2] == fit_score_map(base, turbo)
+    assert maps[0] != maps[1]
+    mapped = class_piecewise_linear(turbo, turbo_cls, knot_table(maps))
+    for c in (0, 1):
+        for level in (0.2, 0.5, 0.8):
+            want = int(((base_cls == c) & (base > level)).sum())
+            got = int(((turbo_cls == c) & (mapped > level)).sum())
+            assert abs(got - want) <= 1, (c, level, got, want)
+    with pytest.raises(ValueError, match="turbo_classes must lie in"):
+        fit_class_score_maps(base, base_cls, turbo, turbo_cls + 1, 3)
+    with pytest.raises(ValueError, match="baseline_classes must have the shape"):
+        fit_class_score_maps(base, base_cls[:-1], turbo, turbo_cls, 3)
 
 
 def test_score_map_changes_no_order_and_no_ap(shipped):
@@ -308,6 +434,21 @@ def test_collect_and_fit_on_unlabelled_images(shipped):
     mapped = piecewise_linear(turbo, knots)
     for _, y in knots[1:-1]:
         assert int((mapped > y).sum()) == int((base > y).sum()), y
+    # with classes: the same scores, and per-class maps that match each class's counts
+    (b, bc), (t, tc) = collect_detections(model, inference_loader(cfg, dicts))
+    assert torch.equal(b, base) and torch.equal(t, turbo)
+    assert bc.shape == b.shape and tc.shape == t.shape and int(tc.max()) < 6
+    maps = fit_class_score_maps(b, bc, t, tc, 6, min_detections=1)
+    assert len(set(maps)) > 1
+    mapped = class_piecewise_linear(t, tc, knot_table(maps))
+    for c, knots in enumerate(maps):
+        for _, y in knots[1:-1]:
+            want = int(((bc == c) & (b > y)).sum())
+            assert int(((tc == c) & (mapped > y)).sum()) == want, (c, y)
+    shared = fit_model_score_map(model, inference_loader(cfg, dicts))
+    assert shared == fit_score_map(b, t, floor=0.05)
+    per_class = fit_model_score_map(model, inference_loader(cfg, dicts), per_class=True)
+    assert per_class == (shared,) * 6  # too few detections of each class: the shared map
 
 
 def test_fit_with_a_floor_is_the_identity_up_to_it():
@@ -327,25 +468,34 @@ def test_fit_with_a_floor_is_the_identity_up_to_it():
 
 
 def test_fit_command_prints_a_map_the_config_accepts(shipped):
-    """projects/turbo/fit_score_map.py on three unlabelled image files prints knots that the
-    config takes as MODEL.TURBO.SCORE_MAP, the identity up to its score threshold."""
+    """projects/turbo/fit_score_map.py on three unlabelled image files prints a map that the
+    config takes as MODEL.TURBO.SCORE_MAP, the identity up to its score threshold: one map,
+    and with ``--per-class`` one per class (on three images every class has too few
+    detections for its own, so each takes the map of all classes)."""
     config, weights = shipped
     register_synthetic_datasets()
     files = [d["file_name"] for d in DatasetCatalog.get("shapes_val")[:3]]
     command = [sys.executable, os.path.join(REPO_ROOT, "projects", "turbo", "fit_score_map.py")]
-    common = ["--config-file", config, "--device", "cpu"]
-    out = subprocess.run(
-        command + common + ["--input", *files, "--opts", "MODEL.WEIGHTS", weights],
+    common = ["--config-file", config, "--device", "cpu", "--input", *files]
+    fitted = {}
+    for flags in ([], ["--per-class"]):
+        out = subprocess.run(
+            command + common + flags + ["--opts", "MODEL.WEIGHTS", weights],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        line = next(x for x in out.splitlines() if "LazyConfig:" in x)
+        knots = json.loads(line.split("score_map =", 1)[1])
+        cfg = load_config(config, ["MODEL.TURBO.SCORE_MAP", json.dumps(knots)])
+        fitted[bool(flags)] = TurboParams.from_cfg(cfg).score_map
+        assert "yacs (MODEL.TURBO):" in out and "SCORE_MAP:" in out
+    shared, per_class = fitted[False], fitted[True]
+    assert shared[1] == (0.05, 0.05) and len(shared) > 3
+    assert is_class_score_map(per_class) and per_class == (shared,) * 6
+    bad = subprocess.run(
+        command + ["--config-file", config, "--input", "/nonexistent/*.png"],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if "yacs:" in x)
-    knots = json.loads(line.split("MODEL.TURBO.SCORE_MAP:", 1)[1])
-    cfg = load_config(config, ["MODEL.TURBO.SCORE_MAP", json.dumps(knots)])
-    got = TurboParams.from_cfg(cfg).score_map
-    assert got == tuple(tuple(k) for k in knots) and got[1] == (0.05, 0.05) and len(got) > 3
-    bad = subprocess.run(
-        command + common + ["--input", "/nonexistent/*.png"], capture_output=True, text=True
     )
     assert bad.returncode != 0 and "matches no file" in bad.stderr

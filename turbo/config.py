@@ -41,6 +41,9 @@ __all__ = [
     "AUTO_ITERS",
     "RECIPE_KEYS",
     "IDENTITY_MAP",
+    "Knots",
+    "ScoreMap",
+    "is_class_score_map",
     "EMPTY_MASK_MODES",
     "MASKNESS_SOURCES",
     "MASK_EDGES",
@@ -79,8 +82,18 @@ REMOVED_VALUES: Dict[Tuple[str, Any], str] = {
 }
 
 
+# Knots ((x0, y0), ..., (xk, yk)) of one piecewise-linear score map.
+Knots = Tuple[Tuple[float, float], ...]
+# A score map: one knot list for every class, or a tuple of knot lists, one per class.
+ScoreMap = Union[Knots, Tuple[Knots, ...]]
+
 # No score map: scores are the rescored ones (the published method's).
-IDENTITY_MAP: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (1.0, 1.0))
+IDENTITY_MAP: Knots = ((0.0, 0.0), (1.0, 1.0))
+
+
+def is_class_score_map(score_map: Optional[ScoreMap]) -> bool:
+    """Whether ``score_map`` holds one knot list per class (else one for all, or unset)."""
+    return bool(score_map) and _is_class_knot_lists(score_map)
 
 
 @dataclass(frozen=True)
@@ -232,10 +245,14 @@ class TurboParams:
     # score threshold cuts, so that a threshold keeps about as many detections as without
     # Turbo (``turbo.score_map.fit_score_map`` fits one on unlabelled images; the command
     # ``projects/turbo/fit_score_map.py`` for a model). ((0, 0), (1, 1)) = no map (the
-    # published scores). Unset (None or (); [] in yacs): the recipe's map where the rescoring
-    # keys (maskness_thresh, maskness_weight, maskness_source) are the recipe's and "first",
-    # else no map (the heads warn: a map is fitted for one rescoring).
-    score_map: Optional[Tuple[Tuple[float, float], ...]] = None
+    # published scores). Or one such knot list per class, in class order (as many as
+    # ``MODEL.ROI_HEADS.NUM_CLASSES``): each class's rescored scores mapped by its own map,
+    # which changes no order within a class (COCO AP is computed per class: no AP) and also
+    # matches the detector's mix of classes above a threshold
+    # (``turbo.score_map.fit_class_score_maps``). Unset (None or (); [] in yacs): the recipe's
+    # map where the rescoring keys (maskness_thresh, maskness_weight, maskness_source) are the
+    # recipe's and "first", else no map (the heads warn: a map is fitted for one rescoring).
+    score_map: Optional[ScoreMap] = None
     # The detection stage's suppression.
     soft_nms: SoftNMSParams = field(default_factory=SoftNMSParams)
 
@@ -248,8 +265,10 @@ class TurboParams:
                 f"its fields, got {self.soft_nms!r}"
             )
         if _is_knot_list(self.score_map):  # yacs and YAML give lists: hold tuples of floats
-            knots = tuple((float(x), float(y)) for x, y in self.score_map)
+            knots = _knots(self.score_map)
             object.__setattr__(self, "score_map", knots or None)  # empty: unset
+        elif _is_class_knot_lists(self.score_map):
+            object.__setattr__(self, "score_map", tuple(_knots(m) for m in self.score_map))
         for name in RECIPE_KEYS + ("num_iters",):  # -1 (yacs' "unset") is accepted too
             value = getattr(self, name)
             if _is_number(value) and value == AUTO:
@@ -412,13 +431,31 @@ def _is_knot_list(v: Any) -> bool:
     return seq(v) and all(seq(k) and len(k) == 2 and all(_is_number(a) for a in k) for k in v)
 
 
+def _is_class_knot_lists(v: Any) -> bool:
+    """A non-empty sequence of non-empty knot lists (one score map per class)."""
+    return (
+        isinstance(v, Sequence)
+        and not isinstance(v, str)
+        and len(v) > 0
+        and all(_is_knot_list(m) and len(m) > 0 for m in v)
+    )
+
+
+def _knots(v: Any) -> Knots:
+    return tuple((float(x), float(y)) for x, y in v)
+
+
 def _score_map(v: Any) -> bool:
     if v is None:
         return True
-    if not _is_knot_list(v):
-        return False
-    if len(v) == 0:  # unset
+    if _is_knot_list(v) and len(v) == 0:  # unset
         return True
+    if _is_class_knot_lists(v):
+        return all(_one_score_map(m) for m in v)
+    return _is_knot_list(v) and _one_score_map(v)
+
+
+def _one_score_map(v: Any) -> bool:
     xs, ys = [float(k[0]) for k in v], [float(k[1]) for k in v]
     return (
         len(v) >= 2
@@ -449,8 +486,8 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "mask_edge": _choice(MASK_EDGES),
     "score_map": (
         _score_map,
-        "unset (None, (); [] in yacs) or knots ((0, 0), ..., (1, 1)) whose x and y both "
-        "strictly increase",
+        "unset (None, (); [] in yacs), knots ((0, 0), ..., (1, 1)) whose x and y both "
+        "strictly increase, or one such knot list per class",
     ),
     "soft_nms.enabled": (_bool, "True or False"),
     "soft_nms.method": _choice(SOFT_NMS_METHODS),

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -70,7 +71,15 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_first_n
 from torch import Tensor
 
-from .config import CASCADE_RECIPE, MASK_RCNN_RECIPE, Recipe, TurboParams, lazy_key, yacs_key
+from .config import (
+    CASCADE_RECIPE,
+    MASK_RCNN_RECIPE,
+    Recipe,
+    TurboParams,
+    is_class_score_map,
+    lazy_key,
+    yacs_key,
+)
 from .inference import (
     Detections,
     TurboResult,
@@ -83,7 +92,7 @@ from .inference import (
     updated_masks,
 )
 from .mask_head import selected_mask_logits, supports_selected_masks
-from .ops import finite_probs
+from .ops import finite_probs, knot_table
 
 __all__ = ["TurboMixin", "TurboROIHeads", "TurboCascadeROIHeads", "turbo_heads"]
 
@@ -106,7 +115,33 @@ class TurboMixin:
     overrides :meth:`box_candidates` too.
     """
 
-    turbo: TurboParams
+    @property
+    def turbo(self) -> TurboParams:
+        """The head's resolved Turbo parameters."""
+        return self._turbo
+
+    @turbo.setter
+    def turbo(self, params: TurboParams) -> None:
+        """Set resolved parameters; a score map per class must have one map per class, and
+        its knots are held as the buffer ``class_score_knots`` (C, K, 2) (not saved with the
+        weights; None for a map shared by all classes), on the head's device."""
+        knots = None
+        if is_class_score_map(params.score_map):
+            if len(params.score_map) != self.num_classes:
+                raise ValueError(
+                    f"{yacs_key('score_map')} ({lazy_key('score_map')}) holds "
+                    f"{len(params.score_map)} per-class maps, but the head has "
+                    f"{self.num_classes} classes (MODEL.ROI_HEADS.NUM_CLASSES): give one knot "
+                    "list per class, or one knot list for all"
+                )
+            old = getattr(self, "class_score_knots", None)
+            device = old.device if old is not None else _device_of(self)
+            knots = knot_table(params.score_map).to(device)
+        if "class_score_knots" in self._buffers:
+            self.class_score_knots = knots
+        else:
+            self.register_buffer("class_score_knots", knots, persistent=False)
+        self._turbo = params
 
     @configurable
     def __init__(self, *, turbo: Union[TurboParams, Mapping[str, Any], None] = None, **kwargs):
@@ -259,7 +294,7 @@ class TurboMixin:
                 found & found_now,
             )
         # 4. Maskness rescoring
-        scores, m = rescored(p, dets.scores, first, masks)
+        scores, m = rescored(p, dets.scores, first, masks, dets.classes, self.class_score_knots)
         # 5. outputs: above the user's score threshold, sorted by score
         result = TurboResult(
             boxes=boxes, masks=output_masks(p, masks), scores=scores, maskness=m, found=found
@@ -393,6 +428,13 @@ class TurboMixin:
             [len(x) for x in instances],
             [x.image_size for x in instances],
         )
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU when it has none)."""
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 @ROI_HEADS_REGISTRY.register()

@@ -26,11 +26,13 @@ from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
-from .config import IDENTITY_MAP, SoftNMSParams, TurboParams
+from .config import IDENTITY_MAP, SoftNMSParams, TurboParams, is_class_score_map
 from .ops import (
     batched_soft_nms,
+    class_piecewise_linear,
     edge_normalized,
     finite_probs,
+    knot_table,
     mask_boxes,
     maskness,
     piecewise_linear,
@@ -261,13 +263,19 @@ def updated_masks(
 
 
 def rescored(
-    params: TurboParams, scores: Tensor, first_masks: Tensor, masks: Tensor
+    params: TurboParams,
+    scores: Tensor,
+    first_masks: Tensor,
+    masks: Tensor,
+    classes: Optional[Tensor] = None,
+    class_knots: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Maskness rescoring: ``score * ((1 - w) + w * maskness)`` with the recipe's weight w,
     by the first masks' Maskness (``maskness_source`` "first"), or by the first masks' and
     then again by the output masks' ("both"); then ``score_map``, strictly increasing (the
-    order, hence AP, unchanged; the identity :data:`turbo.config.IDENTITY_MAP` is skipped).
-    Scores stay in [0, 1].
+    order, hence AP, unchanged; the identity :data:`turbo.config.IDENTITY_MAP` is skipped),
+    or with one map per class each row's class's (``classes`` (N,) needed; ``class_knots``
+    the maps' :func:`turbo.ops.knot_table`, made here when not given). Scores stay in [0, 1].
 
     Returns the (N,) scores and the (N,) Maskness reported with each detection: the first
     masks' ("first"), the output masks' ("both")."""
@@ -277,7 +285,12 @@ def rescored(
     scores = scores * ((1.0 - w) + w * m)
     if both:  # the first masks' Maskness rescores once more
         scores = scores * ((1.0 - w) + w * maskness(first_masks, params.maskness_thresh))
-    if params.score_map not in (None, IDENTITY_MAP):
+    if is_class_score_map(params.score_map):
+        if classes is None:
+            raise ValueError("a score map per class needs the detections' classes")
+        table = knot_table(params.score_map) if class_knots is None else class_knots
+        scores = class_piecewise_linear(scores, classes, table)
+    elif params.score_map not in (None, IDENTITY_MAP):
         scores = piecewise_linear(scores, params.score_map)
     return scores, m
 

@@ -22,6 +22,8 @@ __all__ = [
     "batched_soft_nms",
     "soft_nms_in_order",
     "piecewise_linear",
+    "knot_table",
+    "class_piecewise_linear",
     "INTERIOR_EDGE",
     "SOFT_NMS_METHODS",
     "SOFT_NMS_IOU_THRESH",
@@ -642,3 +644,46 @@ def piecewise_linear(x: Tensor, knots: Sequence[Tuple[float, float]]) -> Tensor:
         out = out + ramp * (float(y1) - float(y0))
     # the sum's rounding may step past the last knot's y (a score of 1 mapped to 1 + 1 ulp)
     return out.clamp(max=float(knots[-1][1])).to(x.dtype)
+
+
+def knot_table(maps: Sequence[Sequence[Tuple[float, float]]]) -> Tensor:
+    """(C, K, 2) float32 tensor of C piecewise-linear maps' knots (x, y), for
+    :func:`class_piecewise_linear`; K the most knots of a map. A map with fewer knots is padded
+    by knots of its last y at x = last x + 1, + 2, ...: flat segments beyond the last knot,
+    which leave the map unchanged (and divide by no zero width).
+
+    Made on the host from Python numbers: under a trace it would be a constant made with a
+    warning, so the heads make it when their parameters are set and hold it as a buffer.
+    """
+    if len(maps) == 0 or any(len(m) < 2 for m in maps):
+        raise ValueError("knot_table needs at least one map, each of at least two knots")
+    k = max(len(m) for m in maps)
+    rows = []
+    for m in maps:
+        (x_last, y_last) = m[-1]
+        pad = [(float(x_last) + j, float(y_last)) for j in range(1, k - len(m) + 1)]
+        rows.append([(float(x), float(y)) for x, y in m] + pad)
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def class_piecewise_linear(x: Tensor, classes: Tensor, table: Tensor) -> Tensor:
+    """Each element of ``x`` (N,) mapped by the piecewise-linear map of its class: row
+    ``classes[i]`` of ``table`` (C, K, 2) knots (:func:`knot_table`), constant beyond the
+    first and last knot; dtype of ``x``.
+
+    The per-row counterpart of :func:`piecewise_linear` (the same clamped ramps, all segments
+    at once on the rows' gathered knots), vectorised over rows and classes: no loop over
+    classes, so its cost does not grow with their number.
+    """
+    if x.dim() != 1 or (not torch.jit.is_tracing() and classes.shape != x.shape):
+        raise ValueError(
+            f"x and classes must both have shape (N,), got {tuple(x.shape)} and "
+            f"{tuple(classes.shape)}"
+        )
+    knots = table.to(x.device)[classes.long()]  # (N, K, 2)
+    kx, ky = knots[..., 0], knots[..., 1]
+    v = x.to(torch.promote_types(x.dtype, torch.float32))[:, None]
+    ramp = ((v - kx[:, :-1]) / (kx[:, 1:] - kx[:, :-1])).clamp(0.0, 1.0)
+    out = ky[:, 0] + (ramp * (ky[:, 1:] - ky[:, :-1])).sum(dim=1)
+    # the sum's rounding may step past the last knot's y (a score of 1 mapped to 1 + 1 ulp)
+    return torch.minimum(out, ky[:, -1]).to(x.dtype)

@@ -3,16 +3,20 @@
 score threshold keeps about as many detections as the model keeps without Turbo.
 
 Maskness rescoring lowers every score; ``MODEL.TURBO.SCORE_MAP`` maps the rescored scores
-back by a strictly increasing map (no order, so no AP, changes). Each head's recipe carries a
-map for its own rescoring; fit one here for your model, or for parameters other than the
-recipe's (``MASKNESS_WEIGHT``, ...). Only the images are read: no annotations are needed::
+back by a strictly increasing map (no order, so no AP, changes). ``--per-class`` fits one map
+per class instead: each class's threshold keeps as many of its detections as without Turbo,
+and no order within a class (so no COCO AP, which is computed per class) changes; a class
+with few detections on these images takes the map of all classes
+(``turbo.score_map.CLASS_MIN_DETECTIONS``). Each head's recipe carries a map for its own
+rescoring; fit one here for your model, or for parameters other than the recipe's
+(``MASKNESS_WEIGHT``, ...). Only the images are read: no annotations are needed::
 
     python projects/turbo/fit_score_map.py \\
         --config-file configs/COCO-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_3x.yaml \\
-        --input "my_images/*.jpg" --max-images 500
+        --input "my_images/*.jpg" --max-images 1000
 
-or ``--dataset NAME`` for the images of a registered Detectron2 dataset. It prints the knots
-as a yacs line and as a LazyConfig line, to paste into the config.
+or ``--dataset NAME`` for the images of a registered Detectron2 dataset. It prints the map
+as yacs lines and as a LazyConfig line, to paste into the config.
 """
 
 import importlib.util
@@ -44,6 +48,7 @@ def get_parser():
     src.add_argument("--dataset", help="a registered dataset, whose images are read")
     p.add_argument("--max-images", type=int, default=0, help="at most so many images; 0 = all")
     p.add_argument("--weights", default="", help="default: the config's")
+    p.add_argument("--per-class", action="store_true", help="one map per class")
     p.add_argument("--device", default=None, help="default: the config's (CPU without CUDA)")
     p.add_argument(
         "--opts",
@@ -82,15 +87,25 @@ def main(argv=None):
     setup_logger(name="turbo", abbrev_name="turbo")
     from turbo.benchmark.runner import inference_loader
     from turbo.build import is_lazy_config, load_model, turbo_heads_of
+    from turbo.config import is_class_score_map
     from turbo.score_map import fit_model_score_map
 
     cfg, model = load_model(args.config_file, args.weights or None, args.device, args.opts)
     turbo_heads_of(model)
     dicts = image_dicts(args)
-    knots = fit_model_score_map(model, inference_loader(cfg, dicts))
-    listed = json.dumps([list(k) for k in knots])
-    print(f"fitted on {len(dicts)} images ({len(knots)} knots):")
-    print(f"  yacs:       MODEL.TURBO.SCORE_MAP: {listed}")
+    knots = fit_model_score_map(model, inference_loader(cfg, dicts), per_class=args.per_class)
+    if is_class_score_map(knots):
+        listed = json.dumps([[list(k) for k in m] for m in knots])
+        yacs = "\n".join(
+            ["    SCORE_MAP:  # one map per class, class 0 first"]
+            + [f"    - {json.dumps([list(k) for k in m])}" for m in knots]
+        )
+        print(f"fitted on {len(dicts)} images ({len(knots)} classes' maps):")
+    else:
+        listed = json.dumps([list(k) for k in knots])
+        yacs = f"    SCORE_MAP: {listed}"
+        print(f"fitted on {len(dicts)} images ({len(knots)} knots):")
+    print(f"  yacs (MODEL.TURBO):\n{yacs}")
     print(f"  LazyConfig: model.roi_heads.turbo.score_map = {listed}")
     if is_lazy_config(args.config_file):
         print(f"  or use_turbo(model, ..., score_map={listed})")

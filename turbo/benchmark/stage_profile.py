@@ -124,7 +124,10 @@ def turbo_stages(
 
             masks = timer("mask head: re-prediction", repredict)
             boxes, found = refined, found & found_now
-        scores, m = timer("Maskness", lambda: rescored(p, dets.scores, first, masks))
+        scores, m = timer(
+            "Maskness",
+            lambda: rescored(p, dets.scores, first, masks, dets.classes, heads.class_score_knots),
+        )
         results = timer(
             "outputs",
             lambda: TurboResult(
