@@ -132,16 +132,15 @@ def shipped():
     return config, weights
 
 
-def _assert_map_keeps_detections_and_ap(shipped, knots, thresh=None):
+def _outputs_with_and_without(shipped, knots, thresh=None):
     """On 6 shapes_val images, the default with ``knots`` as its map against the same without a
-    map: AP identical, and per image the same detections (boxes, order) with the mapped
-    scores. ``thresh``: the score threshold to run at (default: the model's)."""
+    map: AP asserted identical; returns the (unmapped, mapped) ``Instances`` of each image.
+    ``thresh``: the score threshold to run at (default: the model's)."""
     register_synthetic_datasets()
     cfg, model = load_model(*shipped, "cpu")
     if thresh is not None:
         set_score_thresh(model, thresh)
     default = TurboParams().resolved(model.roi_heads.recipe())
-    knots = knots or default.score_map
     rows = [
         Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
         Variant("mapped", "m", default.replace(score_map=knots)),
@@ -152,8 +151,17 @@ def _assert_map_keeps_detections_and_ap(shipped, knots, thresh=None):
     )
     for task in ("bbox", "segm"):
         assert res["mapped"][task]["AP"] == res["unmapped"][task]["AP"], task
-    for a, b in zip(res["unmapped"]["outputs"], res["mapped"]["outputs"]):
-        a, b = a["instances"], b["instances"]
+    return [
+        (a["instances"], b["instances"])
+        for a, b in zip(res["unmapped"]["outputs"], res["mapped"]["outputs"])
+    ]
+
+
+def _assert_map_keeps_detections_and_ap(shipped, knots, thresh=None):
+    """AP identical with and without ``knots`` (None: the recipe's map), and per image the same
+    detections (boxes, order) with the mapped scores."""
+    knots = knots or MASK_RCNN_RECIPE.score_map
+    for a, b in _outputs_with_and_without(shipped, knots, thresh):
         assert len(a) == len(b) > 0
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
         torch.testing.assert_close(b.scores, piecewise_linear(a.scores, knots))
@@ -208,23 +216,8 @@ def test_class_maps_change_no_order_within_a_class_and_no_ap(shipped):
     """Maps per class, at threshold 0: the unmapped scores' AP exactly (COCO AP is per class),
     and per image and class the same detections in the same order, each score mapped by its
     class's map."""
-    register_synthetic_datasets()
-    cfg, model = load_model(*shipped, "cpu")
-    set_score_thresh(model, 0.0)
-    default = TurboParams().resolved(model.roi_heads.recipe())
-    rows = [
-        Variant("unmapped", "m", default.replace(score_map=IDENTITY_MAP)),
-        Variant("mapped", "m", default.replace(score_map=CLASS_KNOTS)),
-    ]
-    dicts = DatasetCatalog.get("shapes_val")[:6]
-    res = evaluate_variants(
-        {"m": model}, rows, inference_loader(cfg, dicts), "shapes_val", keep_outputs=6
-    )
-    for task in ("bbox", "segm"):
-        assert res["mapped"][task]["AP"] == res["unmapped"][task]["AP"], task
     reordered = 0
-    for a, b in zip(res["unmapped"]["outputs"], res["mapped"]["outputs"]):
-        a, b = a["instances"], b["instances"]
+    for a, b in _outputs_with_and_without(shipped, CLASS_KNOTS, thresh=0.0):
         assert len(a) == len(b) > 0
         reordered += not torch.equal(a.pred_classes, b.pred_classes)
         for c in range(6):
