@@ -16,7 +16,7 @@ precision / recall they give on the shipped models.
    defaults without a map, with the recipe's map and with the model's own map (the default
    of its config), the same detections kept at the baseline's detection count above each
    score (``turbo.benchmark.breakdown.count_matched_thresholds``: a gap left there is the
-   ranking's, which no map changes), and the tuned config with its map::
+   ranking's, which no map shared by all classes changes), and the tuned config with its map::
 
     python scripts/score_map.py --output docs/results/score_map.md
 """
@@ -205,7 +205,8 @@ def main(argv=None):
         same = {t: t for t in ts}
         measured = [(v.name, res[v.name]["predictions"], same) for v in rows]
         # the own map's detections kept at the baseline's detection counts: what a perfectly
-        # count-matched map would give; a gap left there is the ranking's, which no map changes
+        # count-matched map would give; a gap left there is the ranking's, which no shared
+        # map changes
         matched = count_matched_thresholds(base_pr, own_pr, ts)
         measured.insert(rows.index(own) + 1, (COUNT_MATCHED, own_pr, matched))
         for row_name, pr, at in measured:
