@@ -32,7 +32,6 @@ from .ops import (
     class_piecewise_linear,
     edge_normalized,
     finite_probs,
-    knot_table,
     mask_boxes,
     maskness,
     piecewise_linear,
@@ -274,8 +273,8 @@ def rescored(
     by the first masks' Maskness (``maskness_source`` "first"), or by the first masks' and
     then again by the output masks' ("both"); then ``score_map``, strictly increasing (the
     order, hence AP, unchanged; the identity :data:`turbo.config.IDENTITY_MAP` is skipped),
-    or with one map per class each row's class's (``classes`` (N,) needed; ``class_knots``
-    the maps' :func:`turbo.ops.knot_table`, made here when not given). Scores stay in [0, 1].
+    or with one map per class each row's class's (``classes`` (N,) and ``class_knots``, the
+    maps' :func:`turbo.ops.knot_table` that the heads hold, needed). Scores stay in [0, 1].
 
     Returns the (N,) scores and the (N,) Maskness reported with each detection: the first
     masks' ("first"), the output masks' ("both")."""
@@ -286,10 +285,9 @@ def rescored(
     if both:  # the first masks' Maskness rescores once more
         scores = scores * ((1.0 - w) + w * maskness(first_masks, params.maskness_thresh))
     if is_class_score_map(params.score_map):
-        if classes is None:
-            raise ValueError("a score map per class needs the detections' classes")
-        table = knot_table(params.score_map) if class_knots is None else class_knots
-        scores = class_piecewise_linear(scores, classes, table)
+        if classes is None or class_knots is None:
+            raise ValueError("a score map per class needs the classes and the maps' knot table")
+        scores = class_piecewise_linear(scores, classes, class_knots)
     elif params.score_map not in (None, IDENTITY_MAP):
         scores = piecewise_linear(scores, params.score_map)
     return scores, m
