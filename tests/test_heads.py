@@ -1,5 +1,6 @@
 """TurboROIHeads / TurboCascadeROIHeads against their Detectron2 parents, on real models."""
 
+import collections
 import copy
 
 import pytest
@@ -10,6 +11,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from turbo import SoftNMSParams, TurboParams, ops
+from turbo.benchmark.host_syncs import count_host_syncs
 from turbo.benchmark.runner import run_heads, run_prefix
 from turbo.heads import TurboCascadeROIHeads, TurboROIHeads
 from turbo.inference import soft_nms_detections
@@ -182,14 +184,28 @@ def test_zero_detections(head, soft):
         assert inst.pred_masks.shape[1:] == (r["instances"].image_size)
 
 
-def test_soft_nms_hard_equals_fast_rcnn_inference():
+def _box_head_outputs(sizes=(40, 0, 25), shapes=((50, 60), (70, 40), (30, 30))):
+    """Per image (n, 3 * 4) class-specific boxes, XYXY in the image, and (n, 3 + 1) class
+    probabilities (background last), random but fixed."""
     g = torch.Generator().manual_seed(0)
-    boxes, scores, shapes = [], [], [(50, 60), (70, 40), (30, 30)]
-    for n, (h, w) in zip((40, 0, 25), shapes):
+    boxes, scores = [], []
+    for n, (h, w) in zip(sizes, shapes):
         xy = torch.rand(n, 3, 2, generator=g) * torch.tensor([w, h]) * 0.7
         wh = torch.rand(n, 3, 2, generator=g) * 20 + 1
         boxes.append(torch.cat([xy, xy + wh], -1).reshape(n, 12))
         scores.append(torch.softmax(torch.randn(n, 4, generator=g) * 2, -1))
+    return boxes, scores, list(shapes)
+
+
+@pytest.mark.parametrize("non_finite", [False, True])
+def test_soft_nms_hard_equals_fast_rcnn_inference(non_finite):
+    """Hard suppression gives what Detectron2's fast_rcnn_inference gives, rows with a
+    non-finite box or score dropped as it drops them."""
+    boxes, scores, shapes = _box_head_outputs()
+    if non_finite:
+        boxes[0][3, 5] = float("nan")
+        boxes[2][0, 0] = float("inf")
+        scores[0][7, 1] = float("nan")
     ref, _ = fast_rcnn_inference(boxes, scores, shapes, 0.05, 0.5, 10)
     params = SoftNMSParams(method="hard", iou_thresh=0.5, min_score=0.0)
     got = soft_nms_detections(boxes, scores, shapes, 0.05, 10, params)
@@ -198,6 +214,32 @@ def test_soft_nms_hard_equals_fast_rcnn_inference():
         torch.testing.assert_close(s.pred_boxes.tensor, r.pred_boxes.tensor)
         torch.testing.assert_close(s.scores, r.scores)
         assert torch.equal(s.pred_classes, r.pred_classes)
+
+
+def test_soft_nms_detection_host_syncs():
+    """The Soft-NMS detection stage of one image waits for the device only where a size
+    depends on values: the candidates above the threshold (with Detectron2's finiteness
+    check of their boxes), the categories and their widest, the suppression's stopping
+    check every 8 steps, and the results kept. The counter counts each wait once."""
+    boxes, scores, shapes = _box_head_outputs(sizes=(300,), shapes=((80, 80),))
+    for thresh in (0.0, 0.05):
+        with count_host_syncs(None) as syncs:
+            out = soft_nms_detections(boxes, scores, shapes, thresh, 100, SoftNMSParams())
+        assert len(out[0]) > 0
+        counts = collections.Counter(syncs)
+        width = int((scores[0][:, :-1] > thresh).sum(dim=0).max())
+        checks = counts.pop("aten::is_nonzero") - 1  # Detectron2's Boxes.clip asserts finiteness
+        assert 1 <= checks <= width // 8 + 1, syncs
+        # candidates (as_tuple), the candidates kept by min_score, the picks, the top k
+        assert counts == {
+            "aten::nonzero_numpy": 1,
+            "aten::nonzero": 3,
+            "aten::_unique2": 1,
+            "aten::item": 1,
+        }, syncs
+    with count_host_syncs(None) as syncs:
+        bool(torch.ones(3).any())
+    assert syncs == ["aten::is_nonzero"]
 
 
 def test_soft_nms_detection_decays_and_caps():

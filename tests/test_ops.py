@@ -483,6 +483,30 @@ def test_soft_nms_matches_sequential_reference(
 
 
 @pytest.mark.parametrize("method", ["linear", "gaussian", "hard"])
+@pytest.mark.parametrize("topk", [-1, 10])
+def test_soft_nms_decay_table_equals_iou_per_step(method: str, topk: int, monkeypatch):
+    """Small layouts read each pick's decay from a table made once, larger ones compute the
+    pick's IoU at every step: the two give the same picks and the same scores, bit for bit,
+    and the reference's."""
+    import turbo.ops as ops
+
+    g = torch.Generator().manual_seed(3)
+    boxes, scores, idxs = _random_detections(g, 300, 6)
+    image = (idxs // 3) % 2  # two segments, each category within one
+    n_cats = int(torch.unique(idxs).numel())
+    width = int(torch.bincount(torch.unique(idxs, return_inverse=True)[1]).max())
+    assert n_cats * width * width <= ops._SOFT_NMS_TABLE_SIZE  # the table path by default
+    table = batched_soft_nms(boxes, scores, idxs, method, 0.3, 0.5, 1e-3, topk, image)
+    monkeypatch.setattr(ops, "_SOFT_NMS_TABLE_SIZE", 0)
+    per_step = batched_soft_nms(boxes, scores, idxs, method, 0.3, 0.5, 1e-3, topk, image)
+    assert torch.equal(table[0], per_step[0]) and torch.equal(table[1], per_step[1])
+    if topk < 0:
+        ref_keep, ref_scores = reference_soft_nms(boxes, scores, idxs, method, 0.3, 0.5, 1e-3)
+        assert table[0].tolist() == ref_keep
+        torch.testing.assert_close(table[1], torch.tensor(ref_scores), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian", "hard"])
 @pytest.mark.parametrize("topk", [-1, 0, 1, 30, 100])
 def test_soft_nms_in_order_equals_batched_soft_nms(method: str, topk: int):
     """The traceable form (one pick per step, in output order) gives exactly what the eager

@@ -170,13 +170,14 @@ def soft_nms_detections(
     num_classes = scores[0].shape[1] - 1 if len(scores) else 0
     for i, (b, s, shape) in enumerate(zip(boxes, scores, image_shapes)):
         valid = torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)
-        b, s = b[valid], s[valid][:, :-1]
+        s = s[:, :-1]
         num_reg = b.shape[1] // 4  # 1 (class-agnostic regression) or K
-        b = Boxes(b.reshape(-1, 4))
-        b.clip(shape)
-        b = b.tensor.view(s.shape[0], num_reg, 4)
-        rows, cls = (s > score_thresh).nonzero(as_tuple=True)
-        all_boxes.append(b[rows, cls % num_reg])  # column 0 when class-agnostic
+        # rows with a non-finite box or score are dropped in the one host sync that selects
+        # the candidates; their boxes are clipped once selected (clipping is per box)
+        rows, cls = ((s > score_thresh) & valid[:, None]).nonzero(as_tuple=True)
+        cand = Boxes(b.reshape(s.shape[0], num_reg, 4)[rows, cls % num_reg])  # col 0: agnostic
+        cand.clip(shape)
+        all_boxes.append(cand.tensor)
         all_scores.append(s[rows, cls])
         all_classes.append(cls)
         all_images.append(torch.full_like(cls, i))

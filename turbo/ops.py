@@ -41,6 +41,13 @@ SOFT_NMS_IOU_THRESH = 0.5
 SOFT_NMS_SIGMA = 0.5
 SOFT_NMS_MIN_SCORE = 1e-3
 
+# Largest (categories x width x width) layout for which `batched_soft_nms` makes the table of
+# every pair's decay once instead of one IoU row per step. Up to this size a step costs its
+# operations' own overhead, and with the table it has a third of them (1.4-2.2x faster in all
+# on CPU, 100 to 800 candidates); from about twice this size, making the table costs more than
+# the steps save (the top-k stop often ends the steps early).
+_SOFT_NMS_TABLE_SIZE = 1 << 16
+
 # Tolerance, in pixels, of the closed-form pixel bounds in `mask_boxes`, which are computed in
 # float32 like Detectron2's own paste (float64 gave the same boxes in the tests at 1.6x the
 # time); it makes a pixel lying exactly on a threshold crossing or on a cell boundary count as
@@ -463,7 +470,7 @@ def batched_soft_nms(
     elif topk > 0:
         segment = torch.zeros(n_groups, dtype=torch.int64, device=dev)
     order = torch.sort(group, stable=True).indices  # by category, then by input index
-    counts = torch.bincount(group, minlength=n_groups)
+    counts = _group_counts(group, n_groups)
     starts = torch.cumsum(counts, 0) - counts
     g_sorted = group[order]
     slot = torch.arange(order.numel(), device=dev) - starts[g_sorted]
@@ -476,11 +483,21 @@ def batched_soft_nms(
     live = src >= 0
     src0 = src.clamp(min=0)
     work = torch.promote_types(torch.promote_types(scores.dtype, boxes.dtype), torch.float32)
-    neg_inf = torch.tensor(float("-inf"), dtype=work, device=dev)
+    neg_inf = torch.full((), float("-inf"), dtype=work, device=dev)  # no host-to-device copy
     cur = torch.where(live, scores[src0].to(work), neg_inf)
     bx = boxes[src0].to(work)  # (G, L, 4)
     area = (bx[..., 2] - bx[..., 0]) * (bx[..., 3] - bx[..., 1])
-    feats = torch.cat([bx, area[..., None]], dim=2)  # (G, L, 5): box and area, one gather
+    # Each step decays the live boxes by their IoU with the pick. Where the (G, L, L) table of
+    # every pair's decay is small, it is made once and a step reads the pick's row of it: a
+    # third of the operations per step, the same values (the same elementwise arithmetic).
+    # Larger layouts compute each pick's IoU on the fly, (G, L) per step.
+    table = None
+    if n_groups * width * width <= _SOFT_NMS_TABLE_SIZE:
+        iou = _iou_with_pick(bx[:, None], area[:, None], bx[:, :, None], area[:, :, None])
+        table = _decay_table(iou, method, iou_threshold, sigma).view(n_groups * width, width)
+        row0 = torch.arange(n_groups, device=dev)[:, None] * width  # (G, 1) first row of each
+    else:
+        feats = torch.cat([bx, area[..., None]], dim=2)  # (G, L, 5): box and area, one gather
 
     picks, picked_scores = [], []
     for step in range(width):
@@ -489,27 +506,29 @@ def batched_soft_nms(
         picks.append(best)
         picked_scores.append(best_score)
         # Stop once a step found no live box in any group, or once every segment's top-k is
-        # settled (checked sparingly: each check is a host sync).
+        # settled, which includes the former (checked sparingly: each check is a host sync).
         if step % 8 == 7:
-            if not bool(torch.isfinite(best_score).any()):
-                break
-            if segment is not None and _topk_settled(
-                torch.cat(picked_scores, dim=1), cur, best, segment, n_seg, topk
-            ):
+            if segment is None:
+                if not bool(torch.isfinite(best_score).any()):
+                    break
+            elif _topk_settled(torch.cat(picked_scores, dim=1), cur, best, segment, n_seg, topk):
                 break
         cur = cur.scatter(1, best, float("-inf"))
-
-        pb = feats.gather(1, best[..., None].expand(-1, -1, 5))  # (G, 1, 5)
-        iou = _iou_with_pick(bx, area, pb[..., :4], pb[..., 4])
-        cur = _decayed(cur, iou, method, iou_threshold, sigma, neg_inf)
+        if table is not None:
+            decay = table.index_select(0, (row0 + best).view(-1))  # (G, L): the pick's row
+            cur = cur * decay if method != "hard" else torch.where(decay > 0, cur, neg_inf)
+        else:
+            pb = feats.gather(1, best[..., None].expand(-1, -1, 5))  # (G, 1, 5)
+            iou = _iou_with_pick(bx, area, pb[..., :4], pb[..., 4])
+            cur = _decayed(cur, iou, method, iou_threshold, sigma, neg_inf)
         # Kill below min_score; this also turns -inf * 0 = NaN of dead boxes back into -inf.
         cur = torch.where(cur >= min_score, cur, neg_inf)
 
     picked_src = src.gather(1, torch.cat(picks, dim=1))
     picked_score = torch.cat(picked_scores, dim=1)
-    taken = torch.isfinite(picked_score)
-    keep = picked_src[taken]
-    new_scores = picked_score[taken]
+    taken = torch.isfinite(picked_score).flatten().nonzero().squeeze(1)  # one host sync
+    keep = picked_src.flatten()[taken]
+    new_scores = picked_score.flatten()[taken]
     # Sort by score descending, ties by lower input index: index sort, then a stable score sort.
     by_index = torch.argsort(keep)
     keep, new_scores = keep[by_index], new_scores[by_index]
@@ -519,11 +538,11 @@ def batched_soft_nms(
         # rank of each result inside its segment (results are sorted by score)
         seg = segment[group[torch.searchsorted(cand, keep)]]
         order = torch.sort(seg, stable=True).indices
-        counts = torch.bincount(seg, minlength=n_seg)
+        counts = _group_counts(seg, n_seg)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel(), device=dev) - starts[seg[order]]
-        top = rank < topk
+        top = (rank < topk).nonzero().squeeze(1)  # one host sync for both
         keep, new_scores = keep[top], new_scores[top]
     return keep, new_scores.to(scores.dtype)
 
@@ -539,17 +558,36 @@ def _iou_with_pick(boxes: Tensor, area: Tensor, pick: Tensor, pick_area: Tensor)
     return torch.nan_to_num(inter / (area + pick_area - inter), nan=0.0)
 
 
+def _decay_table(iou: Tensor, method: str, iou_threshold: float, sigma: float) -> Tensor:
+    """Soft-NMS's factor on a score by its ``iou`` with the pick, elementwise: "linear"
+    1 - IoU above ``iou_threshold`` (else 1), "gaussian" exp(-IoU^2 / ``sigma``), "hard" 0
+    above ``iou_threshold`` (suppressed) else 1."""
+    if method == "linear":
+        return torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+    if method == "gaussian":
+        return torch.exp(-(iou * iou) / sigma)
+    return (iou <= iou_threshold).to(iou.dtype)
+
+
 def _decayed(
     cur: Tensor, iou: Tensor, method: str, iou_threshold: float, sigma: float, dead: Tensor
 ) -> Tensor:
-    """Soft-NMS's decay of the current scores ``cur`` by their ``iou`` with the pick:
-    "linear" (times 1 - IoU above ``iou_threshold``), "gaussian" (times exp(-IoU^2 /
-    ``sigma``)) or "hard" (``dead`` above ``iou_threshold``)."""
-    if method == "linear":
-        return cur * torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
-    if method == "gaussian":
-        return cur * torch.exp(-(iou * iou) / sigma)
-    return torch.where(iou > iou_threshold, dead, cur)
+    """Soft-NMS's decay of the current scores ``cur`` by their ``iou`` with the pick
+    (:func:`_decay_table`): "hard" makes the suppressed ``dead``."""
+    if method == "hard":
+        return torch.where(iou > iou_threshold, dead, cur)
+    return cur * _decay_table(iou, method, iou_threshold, sigma)
+
+
+def _group_counts(group: Tensor, n: int) -> Tensor:
+    """(n,) int64 number of entries of each group 0..n-1 in ``group`` (N,) int64.
+
+    ``torch.bincount`` with ``minlength`` reads the largest entry on the host (a sync on
+    CUDA); with ``n`` known on the host, a scatter-add needs none.
+    """
+    return torch.zeros(n, dtype=torch.int64, device=group.device).index_add_(
+        0, group, torch.ones_like(group)
+    )
 
 
 def _topk_settled(

@@ -6,9 +6,10 @@ files).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import torch
+from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 __all__ = ["SYNC_OPS", "count_host_syncs"]
@@ -45,22 +46,24 @@ _SYNC_METHODS = ("tolist", "numpy", "cpu")
 _MASK_HEAD = "turbo::mask_head"
 
 
-def _inside(event, name: str) -> bool:
+def _inside(event, names) -> bool:
+    """Whether an enclosing event of ``event`` is named in ``names``."""
     e = event.cpu_parent
     while e is not None:
-        if e.name == name:
+        if e.name in names:
             return True
         e = e.cpu_parent
     return False
 
 
 @contextlib.contextmanager
-def count_host_syncs(heads) -> Iterator[List[str]]:
+def count_host_syncs(heads: Optional[nn.Module]) -> Iterator[List[str]]:
     """Collects the host-sync calls made while the context is open (operator or
     ``Tensor.<method>`` names, filled when the context closes), leaving out those made inside
     the mask head (``heads.predict_masks``: Detectron2's pooler groups boxes by FPN level
-    with ``nonzero``). Works on CPU too: it records the calls that would make a CUDA host
-    wait.
+    with ``nonzero``; ``heads`` None: nothing is left out). Works on CPU too: it records
+    the calls that would make a CUDA host wait, each wait once (an operator called inside
+    another sync operator is part of its wait).
 
     Not thread-safe: it patches ``torch.Tensor.tolist``/``numpy``/``cpu`` while open. The
     profiler sees the operators; the patched methods see host reads of CPU tensors, which
@@ -68,8 +71,9 @@ def count_host_syncs(heads) -> Iterator[List[str]]:
     """
     found: List[str] = []
     depth = [0]
-    predict_masks = heads.predict_masks
-    shadowed = "predict_masks" in vars(heads)  # an instance's own predictor (as TTA sets one)
+    predict_masks = heads.predict_masks if heads is not None else None
+    # an instance's own predictor (as TTA sets one)
+    shadowed = heads is not None and "predict_masks" in vars(heads)
 
     def mask_head(*args, **kwargs):
         depth[0] += 1
@@ -88,7 +92,8 @@ def count_host_syncs(heads) -> Iterator[List[str]]:
         return wrapper
 
     methods = {name: getattr(torch.Tensor, name) for name in _SYNC_METHODS}
-    heads.predict_masks = mask_head
+    if heads is not None:
+        heads.predict_masks = mask_head
     try:
         for name, method in methods.items():
             setattr(torch.Tensor, name, spy(name, method))
@@ -99,6 +104,12 @@ def count_host_syncs(heads) -> Iterator[List[str]]:
             setattr(torch.Tensor, name, method)
         if shadowed:
             heads.predict_masks = predict_masks
-        else:
+        elif heads is not None:
             del heads.predict_masks  # back to the class's method
-    found.extend(e.name for e in prof.events() if e.name in SYNC_OPS and not _inside(e, _MASK_HEAD))
+    # one wait per outermost sync operator: those inside another (``is_nonzero`` calls
+    # ``item``, which calls ``_local_scalar_dense``) are part of its wait
+    found.extend(
+        e.name
+        for e in prof.events()
+        if e.name in SYNC_OPS and not _inside(e, SYNC_OPS | {_MASK_HEAD})
+    )
