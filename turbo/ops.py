@@ -423,10 +423,11 @@ def batched_soft_nms(
 
     torchvision and Detectron2 only offer hard NMS, hence this implementation. Categories are
     laid out padded as (G, L) and the L sequential steps are each vectorised over all G
-    categories; the IoU of each pick is computed on the fly, (G, L) per step. With ``topk``,
-    the steps stop once no further pick can enter any segment's top ``topk``: a category's
-    picks come out in non-increasing score order and scores only decay, so a segment is
-    settled when ``topk`` of its picks score above every score still live in it. The result
+    categories; each pick's decay of the others is read from a (G, L, L) table made once
+    where that table is small, else computed from its IoU on the fly, (G, L) per step. With
+    ``topk``, the steps stop once no further pick can enter any segment's top ``topk``: a
+    category's picks come out in non-increasing score order and scores only decay, so a segment
+    is settled when ``topk`` of its picks score above every score still live in it. The result
     is that of running every step (tested), at a fraction of the steps when candidates are
     many and ``topk`` is small (a detector's 100 per image).
     """
