@@ -247,11 +247,47 @@ def test_score_map_script(tmp_path):
     assert "MASK_RCNN_RECIPE.score_map" in text and "turbo_mask_rcnn_R18_FPN.yaml" in text
 
 
+def test_device_agreement_script(tmp_path):
+    """CPU against CPU (the comparison a GPU run makes against the CPU) end to end on two
+    images: the baseline and default rows, every detection paired with its twin, no
+    difference, the same COCO AP on both sides."""
+    out = tmp_path / "agreement.md"
+    _run(
+        [
+            os.path.join(SCRIPTS, "device_agreement.py"),
+            "--device",
+            "cpu",
+            "--models",
+            "mask_rcnn",
+            "--images",
+            "2",
+            "--output",
+            str(out),
+        ],
+        tmp_path,
+    )
+    text = out.read_text()
+    assert text.startswith("`python scripts/device_agreement.py --device cpu")
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in text.splitlines()
+        if line.startswith("| Mask R-CNN (shapes_val)")
+    ]
+    assert [r[1] for r in rows] == ["baseline", "default"]
+    for _, _, box_ap, mask_ap, dets, paired, box_px, score, mask_iou in rows:
+        cpu, dev = dets.split(" / ")
+        assert int(cpu) == int(dev) == int(paired) > 0
+        assert box_ap.split(" / ")[0] == box_ap.split(" / ")[1]
+        assert mask_ap.split(" / ")[0] == mask_ap.split(" / ")[1]
+        assert (float(box_px), float(score), float(mask_iou)) == (0.0, 0.0, 1.0)
+
+
 @pytest.mark.parametrize(
     "script",
     [
         "benchmark.py",
         "bench_ops.py",
+        "device_agreement.py",
         "tune.py",
         "crowds.py",
         "panoptic_merge.py",
