@@ -517,11 +517,11 @@ def batched_soft_nms(
         cur = cur.scatter(1, best, float("-inf"))
         if table is not None:
             decay = table.index_select(0, (row0 + best).view(-1))  # (G, L): the pick's row
-            cur = cur * decay if method != "hard" else torch.where(decay > 0, cur, neg_inf)
         else:
             pb = feats.gather(1, best[..., None].expand(-1, -1, 5))  # (G, 1, 5)
             iou = _iou_with_pick(bx, area, pb[..., :4], pb[..., 4])
-            cur = _decayed(cur, iou, method, iou_threshold, sigma, neg_inf)
+            decay = _decay_table(iou, method, iou_threshold, sigma)
+        cur = _decayed(cur, decay, method, neg_inf)
         # Kill below min_score; this also turns -inf * 0 = NaN of dead boxes back into -inf.
         cur = torch.where(cur >= min_score, cur, neg_inf)
 
@@ -570,14 +570,12 @@ def _decay_table(iou: Tensor, method: str, iou_threshold: float, sigma: float) -
     return (iou <= iou_threshold).to(iou.dtype)
 
 
-def _decayed(
-    cur: Tensor, iou: Tensor, method: str, iou_threshold: float, sigma: float, dead: Tensor
-) -> Tensor:
-    """Soft-NMS's decay of the current scores ``cur`` by their ``iou`` with the pick
-    (:func:`_decay_table`): "hard" makes the suppressed ``dead``."""
+def _decayed(cur: Tensor, decay: Tensor, method: str, dead: Tensor) -> Tensor:
+    """The current scores ``cur`` decayed by the pick's factors ``decay``
+    (:func:`_decay_table`): multiplied, or with "hard" ``dead`` where suppressed (0)."""
     if method == "hard":
-        return torch.where(iou > iou_threshold, dead, cur)
-    return cur * _decay_table(iou, method, iou_threshold, sigma)
+        return torch.where(decay > 0, cur, dead)
+    return cur * decay
 
 
 def _group_counts(group: Tensor, n: int) -> Tensor:
@@ -653,7 +651,7 @@ def soft_nms_in_order(
         picks[step] = best
         picked[step] = cur[best]
         iou = _iou_with_pick(bx, area, bx[best], area[best])
-        decayed = _decayed(cur, iou, method, iou_threshold, sigma, dead)
+        decayed = _decayed(cur, _decay_table(iou, method, iou_threshold, sigma), method, dead)
         decayed = torch.where(cats == cats[best], decayed, cur)
         # below min_score dies; this also turns -inf * 0 = NaN of dead boxes back into -inf
         cur = torch.where(decayed >= min_score, decayed, dead).index_fill(
