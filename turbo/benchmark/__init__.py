@@ -8,5 +8,6 @@ workloads (:mod:`.synthetic`), Detectron2's paste as the reference of ``mask_box
 (:mod:`.mask_paste`) and a counter of host syncs (:mod:`.host_syncs`), which the tests use too;
 and the agreement of one model's detections on two devices (:mod:`.agreement`).
 ``scripts/benchmark.py``, ``scripts/bench_ops.py``, ``scripts/tune.py`` and
-``scripts/device_agreement.py`` are its command lines; it runs from a source checkout (the reference models' configs and checkpoints).
+``scripts/device_agreement.py`` are its command lines; it runs from a source checkout (the
+reference models' configs and checkpoints).
 """
