@@ -357,7 +357,7 @@ def bench_host_syncs(device, dataset):
     prefix = run_prefix(model, batch)
     settings = {
         "published recipe (every mask re-predicted)": PUBLISHED,
-        "default (rank gate REPREDICT_TOPK 20)": TurboParams(),
+        "default (REPREDICT_TOPK 20, REPREDICT_MIN_SCORE 0.3)": TurboParams(),
     }
     counts = {}
     with torch.no_grad():

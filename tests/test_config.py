@@ -38,6 +38,8 @@ BAD = [
     ("EMPTY_MASK", "ignore", "empty_mask"),
     ("MASKNESS_SOURCE", "mid", "maskness_source"),
     ("REPREDICT_TOPK", -3, "repredict_topk"),
+    ("REPREDICT_MIN_SCORE", 1.5, "repredict_min_score"),
+    ("REPREDICT_MIN_SCORE", -0.1, "repredict_min_score"),
     ("MASK_EDGE", "half", "mask_edge"),
     ("SOFT_NMS.ENABLED", "on", "soft_nms.enabled"),
     ("SOFT_NMS.METHOD", "cubic", "soft_nms.method"),
@@ -159,7 +161,6 @@ def test_unknown_keys_are_named():
 REMOVED = [
     "SUBPIXEL_BOXES",
     "REPREDICT_IOU",
-    "REPREDICT_MIN_SCORE",
     "RESAMPLE_MASKS",
     "MASK_FUSION",
     "REPREDICT_SCALE",

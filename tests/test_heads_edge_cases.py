@@ -392,7 +392,8 @@ def test_turbo_cycles_make_no_host_sync(head):
     """Every mask re-predicted, or the top k (empty masks kept): between the detection stage
     and the output, the turbo code makes the host wait for the device once per image, to read
     which detections score above the threshold (as Detectron2's ``fast_rcnn_inference`` does
-    for its own); the cycles themselves never. Detectron2's mask pooler does (it groups boxes
+    for its own); the cycles themselves never. The score gate reads how many rows it keeps,
+    once per batch, before the first mask pass. Detectron2's mask pooler does (it groups boxes
     by FPN level with ``nonzero``): not counted here."""
     m = build(tiny_cfg(head, **{"MODEL.TURBO.NUM_ITERS": 3}))
     images, features, proposals = _features(m, make_images())
@@ -400,10 +401,20 @@ def test_turbo_cycles_make_no_host_sync(head):
     with torch.no_grad():
         det = rh.detect(features, proposals)
         for topk in (0, 2):
-            with rh.turbo_params(repredict_topk=topk), count_host_syncs(rh) as syncs:
+            with (
+                rh.turbo_params(repredict_topk=topk, repredict_min_score=0.0),
+                count_host_syncs(rh) as syncs,
+            ):
                 out = rh.refine(features, det)
             assert sum(len(o) for o in out) > 0
             assert syncs == ["aten::nonzero"] * len(images)
+            with (
+                rh.turbo_params(repredict_topk=topk, repredict_min_score=0.01),
+                count_host_syncs(rh) as gated,
+            ):
+                rh.refine(features, det)
+            # the gate's read first (before any mask-head pass), then the same as without it
+            assert len(gated) == len(syncs) + 1 and gated[1:] == syncs, gated
 
         # the counter does see syncs: dropping empty masks selects rows by value
         with rh.turbo_params(empty_mask="drop"), count_host_syncs(rh) as syncs:

@@ -167,6 +167,39 @@ def test_repredict_topk_selects_each_images_best(heads, k):
     torch.testing.assert_close(out.scores, _run(heads, _params(), inst, head).scores)
 
 
+@pytest.mark.parametrize("k", [0, 2, 4])
+@pytest.mark.parametrize("min_score", [0.4, 0.75, 1.0])
+def test_repredict_min_score_gates_the_ranked_rows(heads, k, min_score):
+    """The score gate re-predicts each image's top k (every row for k = 0) whose detection
+    score is at least ``repredict_min_score``, an image with none too; the others take their
+    refined box with their mask resampled into it, and every score is rescored."""
+    inst, dets, head = _detections((6, 4, 3), seed=3)
+    first = _first(dets, head)
+    p = _params(repredict_topk=k, repredict_min_score=min_score)
+    out = _run(heads, p, inst, head)
+    refined, _ = mask_boxes(first, dets.boxes, dets.image_hw, p.box_thresh)
+    top = (_top(dets, k) if k else torch.ones(len(dets.scores), dtype=torch.bool)) & (
+        dets.scores >= min_score
+    )
+    counts = [int(x.sum()) for x in top.split(list(dets.counts))]
+    assert 0 in counts or min_score < 1.0
+    assert head.calls[-1] == (int(top.sum()), counts)
+    # the re-predicted rows go to the mask head grouped by image
+    torch.testing.assert_close(out.masks[top], head(refined[top], dets.classes[top], counts))
+    torch.testing.assert_close(out.boxes, refined)
+    torch.testing.assert_close(out.masks[~top], resample_masks(first, dets.boxes, refined)[~top])
+    torch.testing.assert_close(out.scores, _run(heads, _params(), inst, head).scores)
+
+
+def test_repredict_min_score_zero_is_the_rank_gate(heads):
+    inst, dets, head = _detections((5, 3))
+    a = _run(heads, _params(repredict_topk=2), inst, head)
+    b = _run(heads, _params(repredict_topk=2, repredict_min_score=0.0), inst, head)
+    for x, y in zip(vars(a).values(), vars(b).values()):
+        if isinstance(x, torch.Tensor):
+            assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("k", [0, 3])
 def test_two_cycles(heads, k):
     """The second cycle refines from the first cycle's masks, in the first cycle's boxes; the

@@ -64,8 +64,9 @@ MASK_EDGES = ("probability", INTERIOR_EDGE)
 # with the commit that had them): name -> what a config that sets one should do instead.
 REMOVED_KEYS: Dict[str, str] = {
     "subpixel_boxes": "refined boxes are whole pixels, as the pasted mask's tight box",
-    "repredict_iou": "use repredict_topk to choose which masks are re-predicted",
-    "repredict_min_score": "use repredict_topk to choose which masks are re-predicted",
+    "repredict_iou": (
+        "use repredict_topk and repredict_min_score to choose which masks are re-predicted"
+    ),
     "resample_masks": (
         "masks not re-predicted are always resampled into their refined box, so that every "
         "mask lies in its output box"
@@ -201,7 +202,8 @@ class TurboParams:
     also be given as a mapping of :class:`SoftNMSParams` fields.
 
     The defaults are the published method but for two departures: for speed, each image's 20
-    best masks are re-predicted (``repredict_topk``), not every mask; and the rescored scores
+    best masks scoring at least 0.3 are re-predicted (``repredict_topk``,
+    ``repredict_min_score``), not every mask; and the rescored scores
     are mapped back towards the detector's scale by the recipe's ``score_map`` (no order
     changes, so no AP). No other departure gained mask AP without costing box AP on both
     data domains and both architectures (``docs/results/mechanisms.md``), so every other
@@ -234,6 +236,12 @@ class TurboParams:
     # little mask AP (the default 20: ``docs/results/mechanisms.md``,
     # ``docs/results/profile.md``); 0 = every mask (published).
     repredict_topk: int = 20
+    # Re-predict only the masks of detections scoring at least this, in [0, 1] (the detection
+    # stage's score, before rescoring), the others taking the refined box with their mask
+    # resampled into it: the low-scoring masks whose re-prediction changes almost no AP
+    # (``docs/results/mechanisms.md``); 0 = no score gate (published). With ``repredict_topk``
+    # both apply: each image's top k scoring at least this.
+    repredict_min_score: float = 0.3
     # Where the pasted output mask's edge lies: "probability" (probability 0.5, published:
     # output masks are the mask head's probabilities, Detectron2's contract). Opt-in
     # "half_interior" makes output masks no longer probabilities: each is divided by its
@@ -483,6 +491,7 @@ _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "empty_mask": _choice(EMPTY_MASK_MODES),
     "maskness_source": _choice(MASKNESS_SOURCES),
     "repredict_topk": (_count, "an integer >= 0"),
+    "repredict_min_score": (_unit, "a number in [0, 1]"),
     "mask_edge": _choice(MASK_EDGES),
     "score_map": (
         _score_map,

@@ -10,8 +10,9 @@ rest), which call the stages of :mod:`turbo.inference` in order:
 1. detection: the parent's box head, then per-class hard NMS (upstream) or Soft-NMS;
 2. vanilla segmentation: the mask head on the detected boxes;
 3. ``num_iters`` turbo cycles: mask-to-box refinement of the boxes from their masks, then the
-   mask head again on the refined boxes (every box, or each image's ``repredict_topk`` best,
-   the others' masks resampled into their refined boxes);
+   mask head again on the refined boxes (every box, or each image's ``repredict_topk`` best
+   scoring at least ``repredict_min_score``, the others' masks resampled into their refined
+   boxes);
 4. Maskness rescoring: score <- (1 - w) * score + w * score * maskness, then ``score_map``
    (the recipe's, fitted to give the detector's score scale back; strictly increasing);
 5. outputs: detections scoring at or below the box head's ``SCORE_THRESH_TEST`` are left out,
@@ -277,11 +278,13 @@ class TurboMixin:
         p = self.turbo
         sizes = [x.image_size for x in instances]
         dets = Detections.from_instances(instances)
+        # the rows turbo segmentation re-predicts (chosen by the detection scores; the score
+        # gate's one host read comes before any mask-head pass is queued)
+        rows, row_counts = repredicted_rows(dets, p.repredict_topk, p.repredict_min_score)
         # 2. vanilla segmentation: the mask head in the detected boxes
         first = self.first_masks(features, instances)
         # 3. turbo cycles: turbo detection (the boxes from the masks), then turbo
         # segmentation (the mask head again, in the refined boxes of the re-predicted rows)
-        rows, row_counts = repredicted_rows(dets, p.repredict_topk)
         classes = dets.classes if rows is None else dets.classes[rows]
         boxes, masks, found = dets.boxes, first, torch.ones_like(dets.classes, dtype=torch.bool)
         for _ in range(p.num_iters):

@@ -237,15 +237,36 @@ def refine_boxes(
     return params.box_fusion * boxes + (1.0 - params.box_fusion) * mask_box, found
 
 
-def repredicted_rows(detections: Detections, k: int) -> Tuple[Optional[Tensor], List[int]]:
-    """Turbo segmentation's rows: every row (``None``) and the per-image counts when ``k`` is
-    0, else the rows of each image's ``k`` highest-scoring detections (the ``repredict_topk``
-    rank gate; ties: the earlier row), grouped by image, and their count per image. The ranks
-    are those of the detection scores, so the rows are the same in every cycle; no host
-    sync."""
-    if k <= 0:
+def repredicted_rows(
+    detections: Detections, k: int, min_score: float = 0.0
+) -> Tuple[Optional[Tensor], List[int]]:
+    """Turbo segmentation's rows, grouped by image, and their count per image.
+
+    Every row (``None``, and the per-image counts) when ``k`` is 0 and ``min_score`` 0; else
+    the rows of each image's ``k`` highest-scoring detections (every detection when ``k`` is
+    0; the ``repredict_topk`` rank gate; ties: the earlier row) whose detection score is at
+    least ``min_score`` (the ``repredict_min_score`` score gate), in descending order of
+    score within each image. The scores are the detection stage's, so the rows are the same
+    in every cycle. The rank gate alone makes no host sync; the score gate reads the number
+    of rows it keeps (one sync, before any mask-head pass is queued)."""
+    if k <= 0 and min_score <= 0:
         return None, list(detections.counts)
-    return _top_rows(detections, k)
+    rows, counts = _top_rows(detections, k)
+    if min_score <= 0:
+        return rows, counts
+    passes = detections.scores[rows] >= min_score
+    if len(counts) == 1:  # a mask, not a count: a trace keeps the number of rows dynamic
+        rows = rows[passes]
+        return rows, [rows.shape[0]]
+    # each image's rows are in descending order of score: those that pass are a prefix of
+    # its segment, so the passing counts (one read) give the rows without a second read
+    kept = (
+        torch.zeros(len(counts), dtype=torch.long, device=rows.device)
+        .index_add_(0, detections.image_index[rows], passes.long())
+        .tolist()
+    )
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    return rows[_per_row(starts, kept, rows.device) + _ranks(kept, rows.device)], kept
 
 
 def updated_masks(
@@ -357,18 +378,19 @@ def descending_order(scores: Tensor) -> Tensor:
 
 
 def _top_rows(detections: Detections, k: int) -> Tuple[Tensor, List[int]]:
-    """Rows of each image's ``k`` highest-scoring detections (ties: the earlier row), grouped
-    by image in image order, and their count per image; known from the counts, no host sync."""
+    """Rows of each image's ``k`` highest-scoring detections (every row for ``k`` <= 0; ties:
+    the earlier row), grouped by image in image order and in descending order of score
+    within each image, and their count per image; known from the counts, no host sync."""
     counts = detections.counts
     dev = detections.scores.device
     order = descending_order(detections.scores)
     if len(counts) == 1:  # a slice, not a size from the count: a trace keeps it dynamic
-        return order[:k], [min(counts[0], k)]
+        return (order[:k] if k > 0 else order), [min(counts[0], k) if k > 0 else counts[0]]
     # rows in order of score within each image (images in order): the first k of each
     # image's segment are its top k
     order = order[torch.sort(detections.image_index[order], stable=True).indices]
     starts = [sum(counts[:i]) for i in range(len(counts))]
-    top = [min(n, k) for n in counts]
+    top = [min(n, k) if k > 0 else n for n in counts]
     return order[_per_row(starts, top, dev) + _ranks(top, dev)], top
 
 

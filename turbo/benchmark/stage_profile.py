@@ -107,8 +107,8 @@ def turbo_stages(
             ),
         )
         dets = Detections.from_instances(instances)
+        rows, row_counts = repredicted_rows(dets, p.repredict_topk, p.repredict_min_score)
         first = timer("mask head: first pass", lambda: heads.first_masks(f, instances))
-        rows, row_counts = repredicted_rows(dets, p.repredict_topk)
         classes = dets.classes if rows is None else dets.classes[rows]
         boxes, masks = dets.boxes, first
         found = torch.ones_like(dets.classes, dtype=torch.bool)

@@ -113,10 +113,22 @@ def random_model(
 ) -> nn.Module:
     """The model of ``config`` (a path) with seeded random weights and every box kept
     (``SCORE_THRESH_TEST`` 0, :func:`zero_box_regression`): 100 distinct boxes out of every
-    image, each costing the mask head what a trained model's does. ``opts``: more yacs
+    image, each costing the mask head what a trained model's does. The score gate is off
+    (``REPREDICT_MIN_SCORE`` 0): random weights score every detection near 1 / classes, so
+    the gate would re-predict none; off, the top ``REPREDICT_TOPK`` are re-predicted, as a
+    trained model's confident detections are (the gate's worst case). ``opts``: more yacs
     overrides, ``KEY VALUE ...``."""
     from ..build import build_turbo_model, load_config
 
-    cfg = load_config(config, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *opts])
+    cfg = load_config(
+        config,
+        [
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.0",
+            "MODEL.TURBO.REPREDICT_MIN_SCORE",
+            "0.0",
+            *opts,
+        ],
+    )
     torch.manual_seed(seed)
     return zero_box_regression(build_turbo_model(cfg, device)).eval()

@@ -27,7 +27,13 @@ __all__ = [
 # The keys by which a setting may depart from the published cycle (every mask re-predicted in
 # its refined box, the score rescored by the first masks' Maskness, probability masks, the
 # rescored scores as they are).
-MECHANISM_KEYS: Tuple[str, ...] = ("maskness_source", "repredict_topk", "mask_edge", "score_map")
+MECHANISM_KEYS: Tuple[str, ...] = (
+    "maskness_source",
+    "repredict_topk",
+    "repredict_min_score",
+    "mask_edge",
+    "score_map",
+)
 
 # The published method exactly: one cycle, every mask re-predicted in its refined box,
 # Maskness of the first masks, mask edges at probability 0.5, no score map, Soft-NMS (linear,
@@ -38,6 +44,7 @@ PUBLISHED = TurboParams(
     empty_mask="keep",
     maskness_source="first",
     repredict_topk=0,
+    repredict_min_score=0.0,
     mask_edge="probability",
     score_map=IDENTITY_MAP,
     soft_nms=SoftNMSParams(
