@@ -674,7 +674,8 @@ def test_lazy_config_is_its_model_zoo_config(config):
 @pytest.mark.parametrize("version", ["v0.5", "v1"])
 def test_lvis_configs_keep_the_low_scores_and_gate_the_re_prediction(version):
     """LVIS's operating point: scores down to 1e-4 (Soft-NMS's own floor lowered to it), 300
-    detections per image, of which the top 50 get their masks re-predicted."""
+    detections per image, of which the top 50 get their masks re-predicted, whatever their
+    score (no score gate: chosen on few-class models, it is not LVIS's)."""
     from turbo.build import load_config
 
     cfg = load_config(
@@ -685,4 +686,4 @@ def test_lvis_configs_keep_the_low_scores_and_gate_the_re_prediction(version):
     params = TurboParams.from_cfg(cfg)
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == params.soft_nms.min_score == 1e-4
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 300
-    assert params.repredict_topk == 50
+    assert params.repredict_topk == 50 and params.repredict_min_score == 0.0
