@@ -10,7 +10,7 @@ from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead
 from detectron2.structures import Boxes, Instances
 
 from turbo.heads import TurboMixin
-from turbo.mask_head import selected_mask_logits, supports_selected_masks
+from turbo.mask_head import PRODUCT_ROWS, selected_mask_logits, supports_selected_masks
 
 from helpers import build, tiny_cfg
 
@@ -47,6 +47,23 @@ def test_selected_logits_are_upstreams(num_classes, agnostic, norm):
     if not agnostic and num_classes > 1:
         other = full[torch.arange(23), (classes + 1) % num_classes]
         assert (other - got).abs().max() > 1e-2
+
+
+def test_autograd_through_the_in_place_relu_and_the_row_steps():
+    """With autograd on (more rows than one product step), the logits and their gradient are
+    upstream's, and the input is left as it was."""
+    head = _head(6)
+    x = torch.randn(PRODUCT_ROWS * 2 + 3, 8, 14, 14, requires_grad=True)
+    before = x.detach().clone()
+    classes = torch.randint(6, (x.shape[0],))
+    got = selected_mask_logits(head, x, classes)
+    (got * torch.linspace(-1, 1, 28)).sum().backward()
+    grad, x.grad = x.grad, None
+    expected = head.layers(x)[torch.arange(x.shape[0]), classes]
+    (expected * torch.linspace(-1, 1, 28)).sum().backward()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, x.grad, rtol=1e-4, atol=1e-5)
+    assert torch.equal(x.detach(), before)
 
 
 def test_no_rows_and_autocast():
