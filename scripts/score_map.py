@@ -8,6 +8,9 @@ precision / recall they give on the shipped models.
    (Mask R-CNN, cascade) the recipe's map (``turbo.config.Recipe.score_map``, for a model
    with no map of its own), fitted on the pooled images of the shipped models of that kind.
    The page says whether ``turbo/config.py`` and the configs hold the maps this run fitted.
+   For the models of ``turbo.benchmark.reference_models.CLASS_SCORE_MAPS``, their maps per
+   class too (``fit_model_score_map(..., per_class=True)``) on the images of the split named
+   there, which a config may set instead.
 2. For each config whose Maskness thresholds were tuned for a dataset
    (``turbo.benchmark.reference_models.TUNED_CONFIGS``),
    its own map (``turbo.score_map.fit_model_score_map``) on its tuning split, which it sets.
@@ -16,7 +19,8 @@ precision / recall they give on the shipped models.
    defaults without a map, with the recipe's map and with the model's own map (the default
    of its config), the same detections kept at the baseline's detection count above each
    score (``turbo.benchmark.breakdown.count_matched_thresholds``: a gap left there is the
-   ranking's, which no map shared by all classes changes), and the tuned config with its map::
+   ranking's, which no map shared by all classes changes), the model's maps per class where
+   they are fitted, and the tuned config with its map::
 
     python scripts/score_map.py --output docs/results/score_map.md
 """
@@ -38,7 +42,12 @@ import time
 
 import torch
 
-from turbo.benchmark.reference_models import REFERENCE_MODELS, REPO_ROOT, TUNED_CONFIGS
+from turbo.benchmark.reference_models import (
+    CLASS_SCORE_MAPS,
+    REFERENCE_MODELS,
+    REPO_ROOT,
+    TUNED_CONFIGS,
+)
 
 # the row of the own map's detections kept at the baseline's detection counts
 COUNT_MATCHED = "the same, at the baseline's detection count above each score"
@@ -84,7 +93,7 @@ def main(argv=None):
     from turbo.benchmark.runner import inference_loader
     from turbo.benchmark.variants import Variant
     from turbo.build import load_config, load_model
-    from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, TurboParams
+    from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, TurboParams, is_class_score_map
     from turbo.datasets import register_synthetic_datasets
     from turbo.score_map import (
         KNOT_TOLERANCE,
@@ -139,13 +148,34 @@ def main(argv=None):
             f"- `{kind}.score_map`, fitted on {', '.join(got['labels'])} (turbo/config.py "
             f"{held}): `{knot_list(knots)}`"
         )
-    for name, (label, config, cfg, _) in models.items():
-        held = same_score_map(TurboParams.from_cfg(cfg).score_map or (), own_maps[name])
+    class_maps = {}
+    for name, (label, config, cfg, model) in models.items():
+        config_map = TurboParams.from_cfg(cfg).score_map or ()
+        if name in CLASS_SCORE_MAPS:
+            split = CLASS_SCORE_MAPS[name]
+            recipe = kinds[name][1]
+            with model.roi_heads.turbo_params(TurboParams(score_map=IDENTITY_MAP).resolved(recipe)):
+                knots = fit_model_score_map(
+                    model, inference_loader(cfg, dicts(split)), per_class=True
+                )
+            class_maps[name] = knots
+            held = same_score_map(config_map, knots)
+            sets = "sets these maps" if held else "does NOT set these maps"
+            if not is_class_score_map(config_map):
+                sets = "sets one map for all classes instead"
+            notes.append(
+                f"- {label}, package defaults, one map per class fitted on {split} "
+                f"(`{os.path.relpath(config, REPO_ROOT)}` {sets}): "
+                f"`{json.dumps([[list(k) for k in m] for m in knots])}`"
+            )
+            log.info("%s: maps per class fitted (%.0f s)", label, time.perf_counter() - t0)
+        held = same_score_map(config_map, own_maps[name])
+        sets = "sets this map" if held else "does NOT set this map"
+        if is_class_score_map(config_map):
+            sets = "sets its maps per class instead"
         notes.append(
             f"- {label}, package defaults, fitted on {FIT_SPLIT[cfg.DATASETS.TEST[0]]} "
-            f"(`{os.path.relpath(config, REPO_ROOT)}` "
-            f"{'sets this map' if held else 'does NOT set this map'}): "
-            f"`{knot_list(own_maps[name])}`"
+            f"(`{os.path.relpath(config, REPO_ROOT)}` {sets}): `{knot_list(own_maps[name])}`"
         )
     # 2. the maps of the configs with tuned thresholds
     tuned = {}
@@ -185,13 +215,30 @@ def main(argv=None):
         off = {"enabled": False}
         base = Variant("baseline", "m", default.replace(num_iters=0, soft_nms=off), "baseline")
         own_params = default.replace(score_map=own_maps[name])
-        own = Variant("default, the model's own score map", "m", own_params, "own")
+        per_class_config = is_class_score_map(TurboParams.from_cfg(cfg).score_map)
+        own_name = "default, the model's own score map"
+        if per_class_config:  # the config's are the maps per class, a row of their own
+            own_name = f"default, one map for all classes (fitted on {FIT_SPLIT[val]})"
+        own = Variant(own_name, "m", own_params, "own")
         rows = [
             base,
             Variant("default, no score map", "m", default.replace(score_map=IDENTITY_MAP), "x"),
             Variant("default (recipe's score map)", "m", default, "default"),
             own,
         ]
+        if name in class_maps:
+            rows.append(
+                Variant(
+                    f"default, the model's own maps per class (its config's; fitted on "
+                    f"{CLASS_SCORE_MAPS[name]})"
+                    if per_class_config
+                    else f"default, maps per class (fitted on {CLASS_SCORE_MAPS[name]}; not "
+                    "its config's)",
+                    "m",
+                    default.replace(score_map=class_maps[name]),
+                    "class",
+                )
+            )
         if name in tuned:
             rows.append(
                 Variant("tuned config, its own score map", "m", tuned[name].resolved(recipe), "t")

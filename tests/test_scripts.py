@@ -228,6 +228,7 @@ def test_score_map_script(tmp_path):
             os.path.join(SCRIPTS, "score_map.py"),
             "--reference",
             "mask_rcnn",
+            "cascade",
             "--max-images",
             "2",
             "--output",
@@ -236,6 +237,19 @@ def test_score_map_script(tmp_path):
         tmp_path,
     )
     text = out.read_text()
+    # the cascade's config sets maps per class: a row of their own, its shared map another
+    cascade = {
+        line.split(" | ")[1]
+        for line in text.splitlines()
+        if line.startswith("| Cascade (shapes_val)")
+    }
+    assert (
+        "default, the model's own maps per class (its config's; fitted on shapes_tune_large)"
+        in (cascade)
+    )
+    assert "default, one map for all classes (fitted on shapes_tune)" in cascade
+    assert "default, the model's own score map" not in cascade
+    assert "sets its maps per class instead" in text
     rows = {
         line.split(" | ")[1]: line.split(" | ")
         for line in text.splitlines()

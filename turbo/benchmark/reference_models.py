@@ -7,7 +7,13 @@ from __future__ import annotations
 import os
 from typing import Dict, Tuple
 
-__all__ = ["REPO_ROOT", "REFERENCE_MODELS", "TUNED_CONFIGS", "reference_model"]
+__all__ = [
+    "REPO_ROOT",
+    "REFERENCE_MODELS",
+    "TUNED_CONFIGS",
+    "CLASS_SCORE_MAPS",
+    "reference_model",
+]
 
 # The source checkout this package lives in (its configs/ and checkpoints/): the harness runs
 # from a checkout, an installed copy of the package has neither.
@@ -61,6 +67,20 @@ REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
 TUNED_CONFIGS: Dict[str, str] = {
     "mask_rcnn": "configs/shapes/turbo_mask_rcnn_R18_FPN_tuned.yaml",
     "cascade": "configs/shapes/turbo_cascade_mask_rcnn_R18_FPN_tuned.yaml",
+}
+
+
+# Reference models whose score maps per class (``projects/turbo/fit_score_map.py
+# --per-class``) ``scripts/score_map.py`` fits and measures: name -> the split whose images
+# (no labels read) they are fitted on. The shapes cascades: with one map for all classes their
+# precision above 0.7 stays up to 1.1 points below the baseline's, and maps per class fitted on
+# the 200 images of their tuning split came no closer (``turbo.score_map.CLASS_MIN_DETECTIONS``);
+# fitted on the 1,000 of ``shapes_tune_large`` they do (``docs/results/score_map.md``). A
+# config that sets them holds them as its ``SCORE_MAP``; the others set one map, fitted on
+# their domain's tuning split.
+CLASS_SCORE_MAPS: Dict[str, str] = {
+    "cascade": "shapes_tune_large",
+    "heldout_cascade": "shapes_tune_large",
 }
 
 
