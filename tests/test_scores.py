@@ -20,6 +20,7 @@ from detectron2.modeling import ROI_HEADS_REGISTRY
 
 from turbo.benchmark.accuracy import evaluate_variants
 from turbo.benchmark.reference_models import (
+    CLASS_SCORE_MAPS,
     REFERENCE_MODELS,
     REPO_ROOT,
     TUNED_CONFIGS,
@@ -308,8 +309,10 @@ INSTANCE_MODELS = [n for n in REFERENCE_MODELS if n != "panoptic_fpn"]
 @pytest.mark.parametrize("name", INSTANCE_MODELS)
 def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     """Each shipped instance model's config is the package defaults with a score map of its
-    own (not the recipe's), the identity up to its score threshold; the benchmark's default
-    rows take that map (``default_params``), and the tuned configs carry maps of their own."""
+    own (not the recipe's), the identity up to its score threshold, one per class exactly for
+    the models of ``CLASS_SCORE_MAPS`` that set them (the shapes cascade); the benchmark's
+    default rows take that map (``default_params``), and the tuned configs carry maps of their
+    own."""
     cfg = load_config(reference_model(name)[1])
     recipe = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME).recipe()
     params = TurboParams.from_cfg(cfg)
@@ -319,7 +322,12 @@ def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     thresh = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
     assert params.score_map not in (default.score_map, IDENTITY_MAP)
     assert params.replace(score_map=default.score_map) == default
-    assert params.score_map[1] == (thresh, thresh)
+    per_class = is_class_score_map(params.score_map)
+    assert per_class == (name == "cascade")  # the held-out cascade's maps per class: measured only
+    assert per_class <= (name in CLASS_SCORE_MAPS)
+    maps = params.score_map if per_class else [params.score_map]
+    assert len(maps) == (cfg.MODEL.ROI_HEADS.NUM_CLASSES if per_class else 1)
+    assert all(m[1] == (thresh, thresh) for m in maps)
     assert default_params(recipe, params) == params
     assert default_params(recipe, None) == default
     if name in TUNED_CONFIGS:
