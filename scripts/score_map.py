@@ -148,9 +148,9 @@ def main(argv=None):
             f"- `{kind}.score_map`, fitted on {', '.join(got['labels'])} (turbo/config.py "
             f"{held}): `{knot_list(knots)}`"
         )
-    class_maps = {}
+    class_maps, config_maps = {}, {}
     for name, (label, config, cfg, model) in models.items():
-        config_map = TurboParams.from_cfg(cfg).score_map or ()
+        config_map = config_maps[name] = TurboParams.from_cfg(cfg).score_map or ()
         if name in CLASS_SCORE_MAPS:
             split = CLASS_SCORE_MAPS[name]
             recipe = kinds[name][1]
@@ -215,7 +215,7 @@ def main(argv=None):
         off = {"enabled": False}
         base = Variant("baseline", "m", default.replace(num_iters=0, soft_nms=off), "baseline")
         own_params = default.replace(score_map=own_maps[name])
-        per_class_config = is_class_score_map(TurboParams.from_cfg(cfg).score_map)
+        per_class_config = is_class_score_map(config_maps[name])
         own_name = "default, the model's own score map"
         if per_class_config:  # the config's are the maps per class, a row of their own
             own_name = f"default, one map for all classes (fitted on {FIT_SPLIT[val]})"

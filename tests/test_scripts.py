@@ -243,10 +243,10 @@ def test_score_map_script(tmp_path):
         for line in text.splitlines()
         if line.startswith("| Cascade (shapes_val)")
     }
-    assert (
+    config_maps = (
         "default, the model's own maps per class (its config's; fitted on shapes_tune_large)"
-        in (cascade)
     )
+    assert config_maps in cascade
     assert "default, one map for all classes (fitted on shapes_tune)" in cascade
     assert "default, the model's own score map" not in cascade
     assert "sets its maps per class instead" in text

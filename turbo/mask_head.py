@@ -76,12 +76,7 @@ def _row_dot(y: Tensor, weight: Tensor) -> Tensor:
     """(N, H, W): each row of ``y`` (N, C, H, W) summed over channels with its own ``weight``
     (N, C), :data:`PRODUCT_ROWS` rows at a time (module docstring: memory). A trace takes all
     rows at once: a loop over a row count would be recorded for the traced image's count."""
-    n = y.shape[0]
-    if torch.jit.is_tracing() or n <= PRODUCT_ROWS:
+    if torch.jit.is_tracing():
         return (y * weight[:, :, None, None]).sum(dim=1)
-    return torch.cat(
-        [
-            (y[i : i + PRODUCT_ROWS] * weight[i : i + PRODUCT_ROWS, :, None, None]).sum(dim=1)
-            for i in range(0, n, PRODUCT_ROWS)
-        ]
-    )
+    steps = zip(y.split(PRODUCT_ROWS), weight.split(PRODUCT_ROWS))
+    return torch.cat([(a * b[:, :, None, None]).sum(dim=1) for a, b in steps])
