@@ -9,8 +9,9 @@ precision / recall they give on the shipped models.
    with no map of its own), fitted on the pooled images of the shipped models of that kind.
    The page says whether ``turbo/config.py`` and the configs hold the maps this run fitted.
    For the models of ``turbo.benchmark.reference_models.CLASS_SCORE_MAPS``, their maps per
-   class too (``fit_model_score_map(..., per_class=True)``) on the images of the split named
-   there, which a config may set instead.
+   class too (``fit_model_score_map(..., per_class=True)``, each class's own from
+   ``turbo.score_map.CLASS_OWN_FROM`` up) on the images of the split named there, which their
+   configs set instead.
 2. For each config whose Maskness thresholds were tuned for a dataset
    (``turbo.benchmark.reference_models.TUNED_CONFIGS``),
    its own map (``turbo.score_map.fit_model_score_map``) on its tuning split, which it sets.
@@ -20,7 +21,8 @@ precision / recall they give on the shipped models.
    of its config), the same detections kept at the baseline's detection count above each
    score (``turbo.benchmark.breakdown.count_matched_thresholds``: a gap left there is the
    ranking's, which no map shared by all classes changes), the model's maps per class where
-   they are fitted, and the tuned config with its map::
+   they are fitted (and the same at the baseline's count: their ranking), and the tuned
+   config with its map::
 
     python scripts/score_map.py --output docs/results/score_map.md
 """
@@ -96,6 +98,7 @@ def main(argv=None):
     from turbo.config import CASCADE_RECIPE, IDENTITY_MAP, TurboParams, is_class_score_map
     from turbo.datasets import register_synthetic_datasets
     from turbo.score_map import (
+        CLASS_OWN_FROM,
         KNOT_TOLERANCE,
         collect_scores,
         fit_model_score_map,
@@ -164,7 +167,8 @@ def main(argv=None):
             if not is_class_score_map(config_map):
                 sets = "sets one map for all classes instead"
             notes.append(
-                f"- {label}, package defaults, one map per class fitted on {split} "
+                f"- {label}, package defaults, one map per class from {CLASS_OWN_FROM:g} up "
+                f"(below it the map of all classes) fitted on {split} "
                 f"(`{os.path.relpath(config, REPO_ROOT)}` {sets}): "
                 f"`{json.dumps([[list(k) for k in m] for m in knots])}`"
             )
@@ -226,19 +230,18 @@ def main(argv=None):
             Variant("default (recipe's score map)", "m", default, "default"),
             own,
         ]
+        per_class = None
         if name in class_maps:
-            rows.append(
-                Variant(
-                    f"default, the model's own maps per class (its config's; fitted on "
-                    f"{CLASS_SCORE_MAPS[name]})"
-                    if per_class_config
-                    else f"default, maps per class (fitted on {CLASS_SCORE_MAPS[name]}; not "
-                    "its config's)",
-                    "m",
-                    default.replace(score_map=class_maps[name]),
-                    "class",
-                )
+            fitted = f"from {CLASS_OWN_FROM:g} up, fitted on {CLASS_SCORE_MAPS[name]}"
+            per_class = Variant(
+                f"default, the model's own maps per class (its config's; {fitted})"
+                if per_class_config
+                else f"default, maps per class ({fitted}; not its config's)",
+                "m",
+                default.replace(score_map=class_maps[name]),
+                "class",
             )
+            rows.append(per_class)
         if name in tuned:
             rows.append(
                 Variant("tuned config, its own score map", "m", tuned[name].resolved(recipe), "t")
@@ -256,6 +259,11 @@ def main(argv=None):
         # map changes
         matched = count_matched_thresholds(base_pr, own_pr, ts)
         measured.insert(rows.index(own) + 1, (COUNT_MATCHED, own_pr, matched))
+        if per_class is not None:  # the same for the maps per class, whose ranking differs
+            class_pr = res[per_class.name]["predictions"]
+            matched = count_matched_thresholds(base_pr, class_pr, ts)
+            at = [m[0] for m in measured].index(per_class.name) + 1
+            measured.insert(at, (COUNT_MATCHED, class_pr, matched))
         for row_name, pr, at in measured:
             cells = []
             for task in ("bbox", "segm"):

@@ -41,6 +41,7 @@ from turbo.export import eager_outputs, trace
 from turbo.ops import class_piecewise_linear, knot_table, piecewise_linear
 from turbo.predictor import build_predictor
 from turbo.score_map import (
+    CLASS_OWN_FROM,
     KNOT_TOLERANCE,
     collect_detections,
     collect_scores,
@@ -241,7 +242,9 @@ def test_class_fit_matches_each_class_count_and_falls_back_for_few_detections():
     turbo = base * torch.where(turbo_cls == 0, 0.5, 0.9)
     keep = (base_cls != 2) | (torch.arange(n) < 300)
     base, base_cls, turbo, turbo_cls = base[keep], base_cls[keep], turbo[keep], turbo_cls[keep]
-    maps = fit_class_score_maps(base, base_cls, turbo, turbo_cls, 3, min_detections=500)
+    maps = fit_class_score_maps(
+        base, base_cls, turbo, turbo_cls, 3, min_detections=500, own_from=0.0
+    )
     assert len(maps) == 3 and maps[2] == fit_score_map(base, turbo)
     assert maps[0] != maps[1]
     mapped = class_piecewise_linear(turbo, turbo_cls, knot_table(maps))
@@ -254,6 +257,49 @@ def test_class_fit_matches_each_class_count_and_falls_back_for_few_detections():
         fit_class_score_maps(base, base_cls, turbo, turbo_cls + 1, 3)
     with pytest.raises(ValueError, match="baseline_classes must have the shape"):
         fit_class_score_maps(base, base_cls[:-1], turbo, turbo_cls, 3)
+
+
+def test_class_fit_from_a_level_shares_the_knots_below_it():
+    """With ``own_from``, every class takes the shared map's knots below that level and its
+    own from it up: below, a threshold keeps as many detections of all classes together as
+    the baseline's, from it up as many of each class; each map stays strictly increasing,
+    the shared knots right of a class's own first knot left out."""
+    g = torch.Generator().manual_seed(1)
+    n = 6000
+    base_cls = torch.randint(0, 3, (n,), generator=g)
+    base = torch.rand(n, generator=g)
+    turbo_cls = base_cls.clone()
+
+    def fit(factors, own_from):
+        turbo = base * torch.tensor(factors)[turbo_cls]
+        args = (base, base_cls, turbo, turbo_cls, 3)
+        maps = fit_class_score_maps(*args, floor=0.05, min_detections=1, own_from=own_from)
+        own = fit_class_score_maps(*args, floor=0.05, min_detections=1, own_from=0.0)
+        return turbo, maps, own, fit_score_map(base, turbo, floor=0.05)
+
+    turbo, maps, own, shared = fit([0.75, 0.9, 0.8], 0.0)
+    assert maps == own
+    for factors in ([0.75, 0.9, 0.8], [0.5, 0.9, 0.7]):
+        turbo, maps, own, shared = fit(factors, 0.5)
+        below = [k for k in shared if k[1] < 0.5]
+        for m, mine in zip(maps, own):
+            above = [k for k in mine if k[1] >= 0.5]
+            assert list(m) == [k for k in below if k[0] < above[0][0]] + above
+            assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(m, m[1:]))
+        mapped = class_piecewise_linear(turbo, turbo_cls, knot_table(maps))
+        for c in range(3):
+            for level in (0.6, 0.8):
+                want = int(((base_cls == c) & (base > level)).sum())
+                got = int(((turbo_cls == c) & (mapped > level)).sum())
+                assert abs(got - want) <= 1, (factors, c, level)
+        if factors[0] == 0.75:  # every class keeps every shared knot below 0.5
+            assert all(m[: len(below)] == tuple(below) for m in maps)
+            for level in (0.2, 0.4):
+                assert abs(int((mapped > level).sum()) - int((base > level).sum())) <= 1
+        else:  # class 0's scores fall most: its own knot at 0.5 lies left of the shared 0.4
+            assert len([k for k in maps[0] if k[1] < 0.5]) < len(below)
+    with pytest.raises(ValueError, match="own_from"):
+        fit_class_score_maps(base, base_cls, turbo, turbo_cls, 3, own_from=1.0)
 
 
 def test_score_map_changes_no_order_and_no_ap(shipped):
@@ -310,7 +356,7 @@ INSTANCE_MODELS = [n for n in REFERENCE_MODELS if n != "panoptic_fpn"]
 def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     """Each shipped instance model's config is the package defaults with a score map of its
     own (not the recipe's), the identity up to its score threshold, one per class exactly for
-    the models of ``CLASS_SCORE_MAPS`` that set them (the shapes cascade); the benchmark's
+    the models of ``CLASS_SCORE_MAPS`` (the shapes cascades); the benchmark's
     default rows take that map (``default_params``), and the tuned configs carry maps of their
     own."""
     cfg = load_config(reference_model(name)[1])
@@ -323,8 +369,7 @@ def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     assert params.score_map not in (default.score_map, IDENTITY_MAP)
     assert params.replace(score_map=default.score_map) == default
     per_class = is_class_score_map(params.score_map)
-    assert per_class == (name == "cascade")  # the held-out cascade's maps per class: measured only
-    assert per_class <= (name in CLASS_SCORE_MAPS)
+    assert per_class == (name in CLASS_SCORE_MAPS)
     maps = params.score_map if per_class else [params.score_map]
     assert len(maps) == (cfg.MODEL.ROI_HEADS.NUM_CLASSES if per_class else 1)
     assert all(m[1] == (thresh, thresh) for m in maps)
@@ -439,13 +484,22 @@ def test_collect_and_fit_on_unlabelled_images(shipped):
     (b, bc), (t, tc) = collect_detections(model, inference_loader(cfg, dicts))
     assert torch.equal(b, base) and torch.equal(t, turbo)
     assert bc.shape == b.shape and tc.shape == t.shape and int(tc.max()) < 6
-    maps = fit_class_score_maps(b, bc, t, tc, 6, min_detections=1)
+    maps = fit_class_score_maps(b, bc, t, tc, 6, min_detections=1, own_from=0.0)
     assert len(set(maps)) > 1
     mapped = class_piecewise_linear(t, tc, knot_table(maps))
     for c, knots in enumerate(maps):
         for _, y in knots[1:-1]:
             want = int(((bc == c) & (b > y)).sum())
             assert int(((tc == c) & (mapped > y)).sum()) == want, (c, y)
+    # each class's own knots from CLASS_OWN_FROM up, the shared map's below
+    above = fit_class_score_maps(b, bc, t, tc, 6, min_detections=1)
+    assert all(k in fit_score_map(b, t) for m in above for k in m if k[1] < CLASS_OWN_FROM)
+    mapped = class_piecewise_linear(t, tc, knot_table(above))
+    for c, knots in enumerate(above):
+        for _, y in knots[1:-1]:
+            if y >= CLASS_OWN_FROM:
+                want = int(((bc == c) & (b > y)).sum())
+                assert int(((tc == c) & (mapped > y)).sum()) == want, (c, y)
     shared = fit_model_score_map(model, inference_loader(cfg, dicts))
     assert shared == fit_score_map(b, t, floor=0.05)
     per_class = fit_model_score_map(model, inference_loader(cfg, dicts), per_class=True)
@@ -500,3 +554,9 @@ def test_fit_command_prints_a_map_the_config_accepts(shipped):
         text=True,
     )
     assert bad.returncode != 0 and "matches no file" in bad.stderr
+    for flags, says in (
+        (["--own-from", "0.5"], "needs --per-class"),
+        (["--per-class", "--own-from", "1.5"], "--own-from must lie in [0, 1)"),
+    ):
+        bad = subprocess.run(command + common + flags, capture_output=True, text=True)
+        assert bad.returncode != 0 and says in bad.stderr, flags

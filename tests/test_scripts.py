@@ -220,8 +220,8 @@ def test_crowds_script(tmp_path):
 
 def test_score_map_script(tmp_path):
     """The score maps fitted and measured end to end on two images per split: every row per
-    model, the count-matched row on the own map's detections (the same AP), and a note per
-    fitted map saying whether the config holds it."""
+    model, the count-matched rows on the own map's and the maps per class's detections (the
+    same AP), and a note per fitted map saying whether the config holds it."""
     out = tmp_path / "score_map.md"
     _run(
         [
@@ -237,16 +237,17 @@ def test_score_map_script(tmp_path):
         tmp_path,
     )
     text = out.read_text()
-    # the cascade's config sets maps per class: a row of their own, its shared map another
-    cascade = {
-        line.split(" | ")[1]
-        for line in text.splitlines()
-        if line.startswith("| Cascade (shapes_val)")
-    }
+    # the cascade's config sets maps per class: a row of their own, followed by their
+    # count-matched row (the same AP), its shared map another
+    lines = [x.split(" | ") for x in text.splitlines() if x.startswith("| Cascade (shapes_val)")]
+    cascade = {x[1] for x in lines}
     config_maps = (
-        "default, the model's own maps per class (its config's; fitted on shapes_tune_large)"
+        "default, the model's own maps per class (its config's; from 0.5 up, fitted on "
+        "shapes_tune_large)"
     )
     assert config_maps in cascade
+    at = [x[1] for x in lines].index(config_maps)
+    assert "count" in lines[at + 1][1] and lines[at + 1][2:4] == lines[at][2:4]
     assert "default, one map for all classes (fitted on shapes_tune)" in cascade
     assert "default, the model's own score map" not in cascade
     assert "sets its maps per class instead" in text

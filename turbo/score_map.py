@@ -36,6 +36,7 @@ __all__ = [
     "SCORE_LEVELS",
     "KNOT_TOLERANCE",
     "CLASS_MIN_DETECTIONS",
+    "CLASS_OWN_FROM",
 ]
 
 # Baseline detections of a class, on the fitting images, below which the class takes the map
@@ -44,6 +45,18 @@ __all__ = [
 # detections a class) kept the validation split's precision above 0.7 no closer to the
 # baseline's than one shared map did, and fitted on 1000 images (about 6500 a class) closer.
 CLASS_MIN_DETECTIONS = 1000
+
+# The lowest score level at which a class's own knots are placed (:func:`fit_class_score_maps`);
+# below it every class takes the map fitted on all classes. Maps per class serve the top of
+# the list, where a threshold keeps few detections of each class and how far Maskness lowers
+# a class decides which it keeps: on the shapes cascades, kept at the baseline's detection
+# count above 0.7, one map for all classes ranked box precision 0.5 to 0.6 points below the
+# baseline's, maps per class from 0.1 below to 0.3 above (docs/results/score_map.md). Lower,
+# the two rankings were level, and maps per class at every level made only the count less
+# sure: fitted on shapes_tune_large, they kept the held-out cascade's box precision above 0.3
+# on shapes_val 0.9 points below the baseline's (more detections kept than the baseline's),
+# shared knots below 0.5 0.4 points. The level was chosen on shapes_val.
+CLASS_OWN_FROM = 0.5
 
 # How far apart two fits of one model on the same images may place a knot. A knot's x lies
 # midway between two of Turbo's scores; another build of PyTorch or another CPU rounds the
@@ -121,10 +134,11 @@ def fit_class_score_maps(
     levels: Sequence[float] = SCORE_LEVELS,
     floor: float = 0.0,
     min_detections: int = CLASS_MIN_DETECTIONS,
+    own_from: float = CLASS_OWN_FROM,
 ) -> Tuple[Knots, ...]:
     """One score map per class (class 0 first), each :func:`fit_score_map` on that class's
     detections alone, so that a threshold keeps, per class, as many Turbo detections as
-    baseline ones on the fitting images.
+    baseline ones on the fitting images; with ``own_from``, only from that level up.
 
     Args:
         baseline_scores, baseline_classes: (Nb,) scores and int classes of the baseline's
@@ -135,7 +149,14 @@ def fit_class_score_maps(
         levels, floor: as :func:`fit_score_map`.
         min_detections: a class with fewer baseline or Turbo detections than this takes the
             map fitted on every class's detections (:data:`CLASS_MIN_DETECTIONS`).
+        own_from: the lowest level, in [0, 1), at which a class's own knots are placed;
+            below it every class takes the knots of the map fitted on every class's
+            detections (those left of its own first knot: the map stays strictly
+            increasing), from it up its own (:data:`CLASS_OWN_FROM`). 0: its own knots at
+            every level.
     """
+    if not 0.0 <= own_from < 1.0:
+        raise ValueError(f"own_from (a score level) must lie in [0, 1), got {own_from}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     for name, classes, scores in (
@@ -150,11 +171,16 @@ def fit_class_score_maps(
         if classes.numel() and not 0 <= int(classes.min()) <= int(classes.max()) < num_classes:
             raise ValueError(f"{name}_classes must lie in [0, {num_classes}), the model's classes")
     shared = fit_score_map(baseline_scores, turbo_scores, levels, floor)
+    below = [k for k in shared[:-1] if k[1] < own_from]  # the shared knots below own_from
     maps = []
     for c in range(num_classes):
         b, t = baseline_scores[baseline_classes == c], turbo_scores[turbo_classes == c]
-        few = min(b.numel(), t.numel()) < min_detections
-        maps.append(shared if few else fit_score_map(b, t, levels, floor))
+        if min(b.numel(), t.numel()) < min_detections:
+            maps.append(shared)
+            continue
+        own = fit_score_map(b, t, [y for y in levels if y >= own_from], floor)
+        own = [k for k in own if k[1] >= own_from]  # ends with (1, 1)
+        maps.append(tuple([k for k in below if k[0] < own[0][0]] + own))
     return tuple(maps)
 
 
@@ -222,16 +248,19 @@ def fit_model_score_map(
     batches: Iterable[List[dict]],
     levels: Sequence[float] = SCORE_LEVELS,
     per_class: bool = False,
+    own_from: float = CLASS_OWN_FROM,
 ) -> ScoreMap:
     """The score map of a model with turbo ROI heads and its own Turbo parameters, fitted on
     ``batches`` of Detectron2 inputs (images only): :func:`collect_detections`, then
-    :func:`fit_class_score_maps` (``per_class``, one map per class of the heads) or
-    :func:`fit_score_map` (one map), with the identity up to the box predictor's score
-    threshold, so that the detections kept at that threshold, and their order within each
-    class, are the unmapped ones."""
+    :func:`fit_class_score_maps` (``per_class``, one map per class of the heads, each its
+    own from the level ``own_from`` up) or :func:`fit_score_map` (one map), with the identity
+    up to the box predictor's score threshold, so that the detections kept at that
+    threshold, and their order within each class, are the unmapped ones."""
     heads = model.roi_heads
     floor = float(heads.final_box_predictor().test_score_thresh)
     (b, bc), (t, tc) = collect_detections(model, batches)
     if per_class:
-        return fit_class_score_maps(b, bc, t, tc, heads.num_classes, levels=levels, floor=floor)
+        return fit_class_score_maps(
+            b, bc, t, tc, heads.num_classes, levels=levels, floor=floor, own_from=own_from
+        )
     return fit_score_map(b, t, levels=levels, floor=floor)

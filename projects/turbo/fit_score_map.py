@@ -7,9 +7,10 @@ back by a strictly increasing map (no order, so no AP, changes). ``--per-class``
 per class instead: each class's threshold keeps as many of its detections as without Turbo,
 and no order within a class (so no COCO AP, which is computed per class) changes; a class
 with few detections on these images takes the map of all classes
-(``turbo.score_map.CLASS_MIN_DETECTIONS``). Each head's recipe carries a map for its own
-rescoring; fit one here for your model, or for parameters other than the recipe's
-(``MASKNESS_WEIGHT``, ...). Only the images are read: no annotations are needed::
+(``turbo.score_map.CLASS_MIN_DETECTIONS``), and so does every class below a score level
+(``--own-from``, default ``turbo.score_map.CLASS_OWN_FROM``). Each head's recipe carries a
+map for its own rescoring; fit one here for your model, or for parameters other than the
+recipe's (``MASKNESS_WEIGHT``, ...). Only the images are read: no annotations are needed::
 
     python projects/turbo/fit_score_map.py \\
         --config-file configs/COCO-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_3x.yaml \\
@@ -49,6 +50,15 @@ def get_parser():
     p.add_argument("--max-images", type=int, default=0, help="at most so many images; 0 = all")
     p.add_argument("--weights", default="", help="default: the config's")
     p.add_argument("--per-class", action="store_true", help="one map per class")
+    p.add_argument(
+        "--own-from",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="with --per-class: each class's own knots from this score level up, in [0, 1), "
+        "below it the map of all classes (default turbo.score_map.CLASS_OWN_FROM; 0: its own "
+        "at every level)",
+    )
     p.add_argument("--device", default=None, help="default: the config's (CPU without CUDA)")
     p.add_argument(
         "--opts",
@@ -88,12 +98,22 @@ def main(argv=None):
     from turbo.benchmark.runner import inference_loader
     from turbo.build import is_lazy_config, load_model, turbo_heads_of
     from turbo.config import is_class_score_map
-    from turbo.score_map import fit_model_score_map
+    from turbo.score_map import CLASS_OWN_FROM, fit_model_score_map
 
+    if args.own_from is not None:
+        if not args.per_class:
+            raise SystemExit("--own-from places each class's own knots: it needs --per-class")
+        if not 0.0 <= args.own_from < 1.0:
+            raise SystemExit(f"--own-from must lie in [0, 1), got {args.own_from}")
     cfg, model = load_model(args.config_file, args.weights or None, args.device, args.opts)
     turbo_heads_of(model)
     dicts = image_dicts(args)
-    knots = fit_model_score_map(model, inference_loader(cfg, dicts), per_class=args.per_class)
+    knots = fit_model_score_map(
+        model,
+        inference_loader(cfg, dicts),
+        per_class=args.per_class,
+        own_from=CLASS_OWN_FROM if args.own_from is None else args.own_from,
+    )
     if is_class_score_map(knots):
         listed = json.dumps([[list(k) for k in m] for m in knots])
         yacs = "\n".join(

@@ -71,13 +71,13 @@ TUNED_CONFIGS: Dict[str, str] = {
 
 
 # Reference models whose score maps per class (``projects/turbo/fit_score_map.py
-# --per-class``) ``scripts/score_map.py`` fits and measures: name -> the split whose images
-# (no labels read) they are fitted on. The shapes cascades: with one map for all classes their
-# precision above 0.7 stays up to 1.1 points below the baseline's, and maps per class fitted on
-# the 200 images of their tuning split came no closer (``turbo.score_map.CLASS_MIN_DETECTIONS``);
-# fitted on the 1,000 of ``shapes_tune_large`` they do (``docs/results/score_map.md``). A
-# config that sets them holds them as its ``SCORE_MAP``; the others set one map, fitted on
-# their domain's tuning split.
+# --per-class``: each class's own from ``turbo.score_map.CLASS_OWN_FROM`` up) their configs
+# set, and ``scripts/score_map.py`` fits and measures: name -> the split whose images (no labels
+# read) they are fitted on. The shapes cascades: with one map for all classes their precision
+# above 0.7 stays up to 1.1 points below the baseline's, and maps per class fitted on the 200
+# images of their tuning split came no closer (``turbo.score_map.CLASS_MIN_DETECTIONS``);
+# fitted on the 1,000 of ``shapes_tune_large`` they do (``docs/results/score_map.md``). The
+# other models' configs set one map, fitted on their domain's tuning split.
 CLASS_SCORE_MAPS: Dict[str, str] = {
     "cascade": "shapes_tune_large",
     "heldout_cascade": "shapes_tune_large",
