@@ -372,6 +372,9 @@ def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     assert per_class == (name in CLASS_SCORE_MAPS)
     maps = params.score_map if per_class else [params.score_map]
     assert len(maps) == (cfg.MODEL.ROI_HEADS.NUM_CLASSES if per_class else 1)
+    # maps per class: one map for all below CLASS_OWN_FROM, each class's own from it up
+    assert len({tuple(k for k in m if k[1] < CLASS_OWN_FROM) for m in maps}) == 1
+    assert len({tuple(k for k in m if k[1] >= CLASS_OWN_FROM) for m in maps}) == len(maps)
     assert all(m[1] == (thresh, thresh) for m in maps)
     assert default_params(recipe, params) == params
     assert default_params(recipe, None) == default

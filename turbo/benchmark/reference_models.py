@@ -21,9 +21,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 # The shipped reference models: name -> (label, config, checkpoint), paths relative to
 # REPO_ROOT. The first four were trained on shapes_train, the "scenes_*" ones on scenes_train,
 # "panoptic_fpn" on shapes_panoptic_train_separated (each config's DATASETS.TEST is its val
-# split). No Turbo setting was tuned on "heldout" and "heldout_cascade" (their score maps
-# are fitted on unlabelled shapes_tune images, as a user fits one): they show whether the
-# defaults carry over to models they were not chosen on.
+# split). No Turbo setting that moves AP was tuned on "heldout" and "heldout_cascade" (their
+# score maps are fitted on unlabelled images, as a user fits one; the level from which a
+# class's map is its own, ``turbo.score_map.CLASS_OWN_FROM``, was chosen with the held-out
+# cascade in view): they show whether the defaults carry over to models they were not
+# chosen on.
 REFERENCE_MODELS: Dict[str, Tuple[str, str, str]] = {
     "mask_rcnn": (
         "Mask R-CNN",
