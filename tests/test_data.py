@@ -142,7 +142,13 @@ def test_default_registration_and_env_root(tmp_path, monkeypatch):
     added = set(registered) - before
     # lazy: registering the defaults generates nothing
     assert not os.path.exists(str(tmp_path / "defaults"))
-    assert set(registered) == {"shapes_train", "shapes_val", "shapes_tune", "shapes_tune_large"}
+    assert set(registered) == {
+        "shapes_train",
+        "shapes_val",
+        "shapes_tune",
+        "shapes_tune_large",
+        "shapes_val_large",
+    }
     for name, jf in registered.items():
         assert MetadataCatalog.get(name).json_file == jf
         assert "{}x{}".format(*shapes.IMAGE_SIZE) in jf

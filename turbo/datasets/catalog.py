@@ -33,6 +33,9 @@ TUNE_IMAGES, TUNE_SEED = 200, 2
 # A larger tuning split for choices that differ by less than shapes_tune's noise: the same seed,
 # so its first TUNE_IMAGES images are shapes_tune's (an image depends on (seed, index) only).
 TUNE_LARGE_IMAGES = 1000
+# A larger validation split, likewise (its first VAL_IMAGES images are shapes_val's), for
+# measurements whose differences lie within shapes_val's noise (precision above a score).
+VAL_LARGE_IMAGES = 1000
 
 # name -> (split, num_images, seed, image_size)
 DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
@@ -40,6 +43,7 @@ DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
     "shapes_val": ("val", VAL_IMAGES, VAL_SEED, IMAGE_SIZE),
     "shapes_tune": ("tune", TUNE_IMAGES, TUNE_SEED, IMAGE_SIZE),
     "shapes_tune_large": ("tune", TUNE_LARGE_IMAGES, TUNE_SEED, IMAGE_SIZE),
+    "shapes_val_large": ("val", VAL_LARGE_IMAGES, VAL_SEED, IMAGE_SIZE),
 }
 
 
@@ -132,8 +136,8 @@ def register_split(
 def register_shapes(
     root: Optional[str] = None, splits: Iterable[str] = tuple(DEFAULT_SPLITS), eager: bool = False
 ) -> Dict[str, str]:
-    """Register ``shapes_train`` / ``shapes_val`` / ``shapes_tune`` / ``shapes_tune_large`` (or
-    the given subset); each is generated on first use.
+    """Register ``shapes_train`` / ``shapes_val`` / ``shapes_tune`` / ``shapes_tune_large`` /
+    ``shapes_val_large`` (or the given subset); each is generated on first use.
 
     Returns {name: json_file}. Idempotent.
     """
@@ -265,12 +269,12 @@ def register_tiny_panoptic(
 
 def register_synthetic_datasets(root: Optional[str] = None) -> None:
     """Register every synthetic dataset the entry points and scripts know: the shapes splits
-    (``shapes_train``, ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``, ``shapes_tiny``
-    for smoke runs), the photo-like scenes splits (``scenes_train``, ``scenes_val``,
-    ``scenes_tune``, ``scenes_crowd_val``) and the shapes panoptic splits
-    (``shapes_panoptic_{train,val,tune,tiny}_separated`` and ``_stuffonly``), each generated on
-    first use under ``$TURBO_DATASETS`` (Detectron2 registers its builtin datasets, COCO and
-    the others, itself). Idempotent."""
+    (``shapes_train``, ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``,
+    ``shapes_val_large``, ``shapes_tiny`` for smoke runs), the photo-like scenes splits
+    (``scenes_train``, ``scenes_val``, ``scenes_tune``, ``scenes_crowd_val``) and the shapes
+    panoptic splits (``shapes_panoptic_{train,val,tune,tiny}_separated`` and ``_stuffonly``),
+    each generated on first use under ``$TURBO_DATASETS`` (Detectron2 registers its builtin
+    datasets, COCO and the others, itself). Idempotent."""
     register_shapes(root)
     register_tiny_shapes(root)
     register_scenes(root)
