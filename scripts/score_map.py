@@ -298,9 +298,9 @@ def main(argv=None):
             )
             gt = load_coco_gt(MetadataCatalog.get(large).json_file)
             ids = [d["image_id"] for d in dicts(large)]
-            for v, name in ((base, "baseline"), (config_row, "default, its config's map")):
+            for v, row_name in ((base, "baseline"), (config_row, "default, its config's map")):
                 large_lines.append(
-                    pr_line(label, large, name, gt, res[v.name]["predictions"], ids, same)
+                    pr_line(label, large, row_name, gt, res[v.name]["predictions"], ids, same)
                 )
         log.info("%s done (%.0f s)", label, time.perf_counter() - t0)
     command = " ".join(sys.argv[1:] if argv is None else argv)
