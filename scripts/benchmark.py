@@ -19,8 +19,10 @@ Any registered dataset, config (yacs or LazyConfig) and weights work, e.g. COCO:
         configs/COCO-InstanceSegmentation/turbo_mask_rcnn_R_50_FPN_3x.yaml ""
 
 (``""`` keeps the config's weights.) Writes ``benchmark.md``, ``benchmark.json``,
-``benchmark.log``, ``ap_vs_latency.png`` (``ap_vs_cycles.png`` with ``--full``) and
-``examples.png`` to ``--output-dir``.
+``benchmark.log``, ``ap_vs_latency.png`` (when timed; ``ap_vs_cycles.png`` with ``--full``) and
+``examples.png`` to ``--output-dir``. With ``--score-pr``, each variant's precision and recall
+above the scores, and their differences from its model's baseline with each difference's
+standard deviation over the images.
 """
 
 import importlib.util
@@ -89,7 +91,12 @@ def parse_args(argv=None):
         metavar="SCORE",
         help="also precision and recall of the detections above these scores (e.g. 0.3 0.5 0.7)",
     )
-    p.add_argument("--latency-images", type=int, default=8)
+    p.add_argument(
+        "--latency-images",
+        type=int,
+        default=8,
+        help="images timed (0: no timing, accuracy and precision / recall alone)",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--pictures", type=int, default=4, help="images in examples.png")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,7 +106,10 @@ def parse_args(argv=None):
         nargs=argparse.REMAINDER,
         help="config overrides for every model (yacs KEY VALUE or LazyConfig key=value)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.latency_images < 0:
+        p.error(f"--latency-images must be 0 (no timing) or more, got {args.latency_images}")
+    return args
 
 
 def main(argv=None):
@@ -113,6 +123,7 @@ def main(argv=None):
     from turbo.benchmark.progress import Progress
     from turbo.benchmark.report import (
         markdown_table,
+        model_baselines,
         relative_latency,
         results_json,
         score_threshold_table,
@@ -170,25 +181,35 @@ def main(argv=None):
     )
     if args.score_pr:
         ids = [d["image_id"] for d in dicts[:n_images]]
-        add_precision_recall(results, args.dataset, args.score_pr, ids)
-    lat_batches = list(inference_loader(first_cfg, dicts[: args.latency_images]))
-    log.info(
-        "timing %d variants on %d images x %d repeats", len(rows), len(lat_batches), args.repeats
-    )
-    samples = latency_samples(
-        models,
-        rows,
-        lat_batches,
-        repeats=args.repeats,
-        progress=Progress("latency", args.repeats, "repeats", logger=log),
-    )
+        add_precision_recall(
+            results, args.dataset, args.score_pr, ids, reference=model_baselines(rows)
+        )
+    lat_dicts = dicts[: max(args.latency_images, 0)]
+    lat_batches = list(inference_loader(first_cfg, lat_dicts)) if lat_dicts else []
+    samples = {}
+    if lat_batches:
+        log.info(
+            "timing %d variants on %d images x %d repeats",
+            len(rows),
+            len(lat_batches),
+            args.repeats,
+        )
+        samples = latency_samples(
+            models,
+            rows,
+            lat_batches,
+            repeats=args.repeats,
+            progress=Progress("latency", args.repeats, "repeats", logger=log),
+        )
 
     threads = f" ({torch.get_num_threads()} threads)" if args.device == "cpu" else ""
-    header = (
-        f"{args.dataset}, {n_images} images, device {args.device}{threads}, latency: "
-        f"{args.repeats} x {len(lat_batches)} single-image calls, x baseline: median of "
-        "per-call ratios, ms/img: median"
+    timing = (
+        f"latency: {args.repeats} x {len(lat_batches)} single-image calls, x baseline: median "
+        "of per-call ratios, ms/img: median"
+        if samples
+        else "latency: not timed (--latency-images 0)"
     )
+    header = f"{args.dataset}, {n_images} images, device {args.device}{threads}, {timing}"
     table = markdown_table(rows, results, samples)
     if args.score_pr:
         table += (
@@ -211,18 +232,26 @@ def main(argv=None):
             )
         )
 
-    rel = relative_latency(rows, samples)
-    series = {
-        m: [
-            (v.label, rel[v.name], results[v.name]["bbox"]["AP"], results[v.name]["segm"]["AP"])
-            for v in rows
-            if v.model == m
-        ]
-        for m in models
-    }
-    plots.plot_ap_vs_latency(
-        series, os.path.join(args.output_dir, "ap_vs_latency.png"), header.split(", latency")[0]
-    )
+    if samples:
+        rel = relative_latency(rows, samples)
+        series = {
+            m: [
+                (
+                    v.label,
+                    rel[v.name],
+                    results[v.name]["bbox"]["AP"],
+                    results[v.name]["segm"]["AP"],
+                )
+                for v in rows
+                if v.model == m
+            ]
+            for m in models
+        }
+        plots.plot_ap_vs_latency(
+            series,
+            os.path.join(args.output_dir, "ap_vs_latency.png"),
+            header.split(", latency")[0],
+        )
     if args.full:
         cycles = {
             m: [

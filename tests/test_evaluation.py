@@ -121,9 +121,11 @@ def test_precision_recall_and_ap_on_images(tmp_path):
     from turbo.benchmark.breakdown import (
         ap_on_images,
         count_matched_thresholds,
+        difference_spread,
         load_coco_gt,
         objects_per_image,
         precision_recall,
+        score_counts,
     )
 
     boxes = {1: [[0, 0, 10, 10], [20, 20, 10, 10]], 2: [[5, 5, 20, 20]]}
@@ -167,6 +169,22 @@ def test_precision_recall_and_ap_on_images(tmp_path):
     assert [matched[at[t]] for t in (0.3, 0.5, 0.7, 0.95)] == [pr[t] for t in (0.3, 0.5, 0.7, 0.95)]
     # fewer detections than the reference keeps: every one of them
     assert count_matched_thresholds(dets, mapped[:1], [0.5]) == {0.5: 0.0}
+    # per image, the counts precision_recall sums
+    tp, kept, n_gt = score_counts(coco, dets, "bbox", [0.5, 0.7])
+    assert tp.tolist() == [[1, 1], [1, 1]] and kept.tolist() == [[2, 1], [1, 1]]
+    assert n_gt.tolist() == [2, 1]
+    nothing = score_counts(coco, [], "bbox", [0.5])
+    assert [c.tolist() for c in nothing] == [[[0], [0]], [[0], [0]], [2, 1]]
+    # the spread over images of a difference: none between a variant and itself; a false
+    # positive more on one image moves precision, not recall, in every resample
+    base = score_counts(coco, dets, "bbox", [0.5])
+    assert [x.tolist() for x in difference_spread(base, base)] == [[0.0], [0.0]]
+    extra = dets + [{"image_id": 2, "category_id": 1, "bbox": [30, 30, 5, 5], "score": 0.7}]
+    sd_p, sd_r = difference_spread(base, score_counts(coco, extra, "bbox", [0.5]))
+    assert sd_p[0] > 1.0 and sd_r[0] == 0.0
+    assert difference_spread(base, score_counts(coco, extra, "bbox", [0.5]))[0] == sd_p
+    with pytest.raises(ValueError, match="same images and thresholds"):
+        difference_spread(base, score_counts(coco, dets, "bbox", [0.5, 0.7]))
     only_2 = precision_recall(coco, dets, "bbox", [0.5], img_ids=[2])
     assert only_2[0.5] == pytest.approx((100.0, 100.0))
     assert ap_on_images(coco, dets, "bbox", [2]) == pytest.approx(100.0)

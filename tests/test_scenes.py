@@ -30,6 +30,17 @@ def test_determinism_whatever_the_workers(tmp_path):
     c = str(tmp_path / "c")
     scenes.make_scenes(c, "s", 6, seed=4, image_size=SIZE)
     assert not filecmp.cmp(os.path.join(a, "s.json"), os.path.join(c, "s.json"), shallow=False)
+    # an image depends on (seed, index) alone: a larger split's first images are the smaller
+    # one's, as scenes_val_large's first 200 are scenes_val's
+    d = str(tmp_path / "d")
+    scenes.make_scenes(d, "s", 8, seed=3, image_size=SIZE)
+    match, mismatch, errors = filecmp.cmpfiles(os.path.join(a, "s"), os.path.join(d, "s"), files)
+    assert match == files
+    with open(os.path.join(a, "s.json")) as f, open(os.path.join(d, "s.json")) as g:
+        small, large = json.load(f), json.load(g)
+    assert large["annotations"][: len(small["annotations"])] == small["annotations"]
+    val, val_large = datasets.SCENE_SPLITS["scenes_val"], datasets.SCENE_SPLITS["scenes_val_large"]
+    assert val_large[1] > val[1] and val_large[:1] + val_large[2:] == val[:1] + val[2:]
 
 
 def test_visible_alphas_by_hand():

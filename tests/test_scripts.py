@@ -98,9 +98,45 @@ def test_benchmark_script(tmp_path):
         for task in ("bbox", "segm"):
             precision, recall = r["score_pr"][task]["0.5"]
             assert 0 <= precision <= 100 and 0 <= recall <= 100
+        # each variant but a baseline: its difference from the baseline's spread over images
+        is_baseline = r["name"] in ("baseline", "Cascade: baseline")
+        assert ("score_pr_spread" in r) != is_baseline, r["name"]
+        if not is_baseline:
+            assert all(sd >= 0 for t in ("bbox", "segm") for sd in r["score_pr_spread"][t]["0.5"])
+    assert "Minus the model's baseline, in points" in md
+    assert "| + Turbo + Soft-NMS (default) | " in md.split("Minus the model's baseline")[1]
     assert "| variant | box AP | mask AP |" in stdout
     log = (out_dir / "benchmark.log").read_text()
     assert "accuracy: 4/4 images (100%)" in log and "left" in log
+
+
+def test_benchmark_script_untimed(tmp_path):
+    """--latency-images 0: accuracy and precision / recall alone, the latency columns n/a."""
+    out_dir = tmp_path / "bench"
+    _run(
+        [
+            os.path.join(SCRIPTS, "benchmark.py"),
+            "--dataset",
+            "shapes_tiny",
+            "--reference",
+            "mask_rcnn",
+            "--latency-images",
+            "0",
+            "--pictures",
+            "0",
+            "--score-pr",
+            "0.5",
+            "--output-dir",
+            str(out_dir),
+        ],
+        tmp_path,
+    )
+    res = json.loads((out_dir / "benchmark.json").read_text())
+    assert all(r["latency_s"] is None and r["latency_x_baseline"] is None for r in res["rows"])
+    md = (out_dir / "benchmark.md").read_text()
+    assert "latency: not timed (--latency-images 0)" in md
+    assert "| baseline |" in md and "n/a" in md
+    assert not (out_dir / "ap_vs_latency.png").exists()
 
 
 def test_bench_ops_script(tmp_path):

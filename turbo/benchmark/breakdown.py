@@ -1,6 +1,7 @@
 """COCO metrics beyond the headline AP, on the predictions ``evaluate_variants`` keeps:
-precision and recall of the detections a user keeps above a fixed score, and AP on a subset of
-the images (e.g. images by their number of objects).
+precision and recall of the detections a user keeps above a fixed score, with the spread over
+images of a difference between two variants, and AP on a subset of the images (e.g. images
+by their number of objects).
 
 Both run pycocotools' own matching (``COCOeval.evaluate``: greedy by score, crowd and area
 rules), so a true positive here is one COCO AP counts as such.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -19,7 +20,10 @@ from pycocotools.cocoeval import COCOeval
 
 __all__ = [
     "load_coco_gt",
+    "score_counts",
     "precision_recall",
+    "difference_spread",
+    "BOOTSTRAP_RESAMPLES",
     "count_matched_thresholds",
     "add_precision_recall",
     "ap_on_images",
@@ -39,7 +43,9 @@ def _coco_eval(
     """``COCOeval`` of ``results`` (COCO-json detections) on ``gt``, evaluated per image; None
     when there is no detection. For "segm" the boxes are dropped, as Detectron2's
     ``COCOEvaluator`` does, so that areas are the masks' areas."""
-    results = [r for r in results if img_ids is None or r["image_id"] in set(img_ids)]
+    if img_ids is not None:
+        wanted = set(img_ids)
+        results = [r for r in results if r["image_id"] in wanted]
     if not results:
         return None
     if iou_type == "segm":
@@ -50,6 +56,61 @@ def _coco_eval(
         if img_ids is not None:
             ev.params.imgIds = sorted(img_ids)
         return ev
+
+
+def score_counts(
+    gt: COCO,
+    results: List[dict],
+    iou_type: str,
+    thresholds: Sequence[float],
+    iou: float = 0.5,
+    max_dets: int = 100,
+    img_ids: Optional[Sequence[int]] = None,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image, what :func:`precision_recall` sums: (tp, kept, n_gt), tp and kept
+    (n_images, n_thresholds) the true positives and the detections scoring at least each
+    threshold, n_gt (n_images,) the objects a detection could match (crowds and ignored
+    areas left out), one row per image of ``img_ids`` in ascending id order (default: every
+    image of ``gt``). A true positive is one COCO matches to an object at IoU ``iou`` (all
+    areas, at most ``max_dets`` per image, as COCO AP does)."""
+    ids = sorted(gt.getImgIds() if img_ids is None else img_ids)
+    row = {i: k for k, i in enumerate(ids)}
+    tp = np.zeros((len(ids), len(thresholds)), dtype=np.int64)
+    kept = np.zeros_like(tp)
+    n_gt = np.zeros(len(ids), dtype=np.int64)
+    ev = _coco_eval(gt, results, iou_type, ids)
+    if ev is None:  # nothing detected: only the objects to count
+        for a in gt.loadAnns(gt.getAnnIds(imgIds=ids, iscrowd=False)):
+            n_gt[row[a["image_id"]]] += 1
+        return tp, kept, n_gt
+    ev.params.iouThrs = np.array([iou])
+    ev.params.maxDets = [max_dets]
+    ev.params.areaRng = [ev.params.areaRng[0]]
+    ev.params.areaRngLbl = ["all"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+    t = np.asarray(thresholds, dtype=np.float64)
+    for e in ev.evalImgs:
+        if e is None:
+            continue
+        k = row[e["image_id"]]
+        keep = ~np.asarray(e["dtIgnore"][0], dtype=bool)
+        above = np.asarray(e["dtScores"], dtype=np.float64)[keep][:, None] >= t
+        matched = np.asarray(e["dtMatches"][0])[keep] > 0
+        kept[k] += above.sum(0)
+        tp[k] += (above & matched[:, None]).sum(0)
+        n_gt[k] += int((~np.asarray(e["gtIgnore"], dtype=bool)).sum())
+    return tp, kept, n_gt
+
+
+def _precision_recall_of_sums(
+    tp: np.ndarray, kept: np.ndarray, n_gt: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Precision and recall (%) of summed counts (..., n_thresholds) and (...,): precision 100
+    where nothing is kept."""
+    precision = np.where(kept > 0, 100.0 * tp / np.maximum(kept, 1), 100.0)
+    recall = 100.0 * tp / np.maximum(n_gt, 1)[..., None]
+    return precision, recall
 
 
 def precision_recall(
@@ -66,32 +127,42 @@ def precision_recall(
     object at IoU ``iou`` (all areas, at most ``max_dets`` per image, as COCO AP does), on
     the images ``img_ids`` (default: every image of ``gt``). Precision is 100 where no
     detection passes; in percent, like COCO AP."""
-    ev = _coco_eval(gt, results, iou_type, img_ids)
-    if ev is None:
-        return {t: (100.0, 0.0) for t in thresholds}
-    ev.params.iouThrs = np.array([iou])
-    ev.params.maxDets = [max_dets]
-    ev.params.areaRng = [ev.params.areaRng[0]]
-    ev.params.areaRngLbl = ["all"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-    scores, matched, n_gt = [], [], 0
-    for e in ev.evalImgs:
-        if e is None:
-            continue
-        keep = ~np.asarray(e["dtIgnore"][0], dtype=bool)
-        scores.append(np.asarray(e["dtScores"])[keep])
-        matched.append(np.asarray(e["dtMatches"][0])[keep] > 0)
-        n_gt += int((~np.asarray(e["gtIgnore"], dtype=bool)).sum())
-    scores = np.concatenate(scores) if scores else np.zeros(0)
-    matched = np.concatenate(matched) if matched else np.zeros(0, dtype=bool)
-    out = {}
-    for t in thresholds:
-        kept = scores >= t
-        tp = int((matched & kept).sum())
-        precision = 100.0 * tp / int(kept.sum()) if kept.any() else 100.0
-        out[t] = (precision, 100.0 * tp / max(n_gt, 1))
-    return out
+    tp, kept, n_gt = score_counts(gt, results, iou_type, thresholds, iou, max_dets, img_ids)
+    precision, recall = _precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum())
+    return {t: (float(p), float(r)) for t, p, r in zip(thresholds, precision, recall)}
+
+
+# Resamples of the images behind a precision / recall difference's spread: enough that the
+# spread's own error (about 1 / sqrt(2 * resamples) of it) is below 3 %.
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def difference_spread(
+    reference: Tuple[np.ndarray, np.ndarray, np.ndarray],
+    other: Tuple[np.ndarray, np.ndarray, np.ndarray],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Standard deviations (n_thresholds,) of ``other``'s precision and recall minus
+    ``reference``'s, in points, over the images: both :func:`score_counts` of the same
+    images, resampled together (a paired bootstrap), so that what the two share, the
+    images, cancels. A difference within about one such deviation of zero is what another
+    set of images of the same kind could reverse."""
+    if reference[0].shape != other[0].shape:
+        raise ValueError(
+            f"difference_spread needs counts of the same images and thresholds: shapes "
+            f"{reference[0].shape} and {other[0].shape}"
+        )
+    n = reference[0].shape[0]
+    if n == 0:
+        return np.zeros(reference[0].shape[1]), np.zeros(reference[0].shape[1])
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    diffs = []
+    for counts in (other, reference):
+        tp, kept, n_gt = (weights @ c for c in counts)
+        diffs.append(_precision_recall_of_sums(tp, kept, n_gt))
+    (p1, r1), (p0, r0) = diffs
+    return (p1 - p0).std(axis=0, ddof=1), (r1 - r0).std(axis=0, ddof=1)
 
 
 def count_matched_thresholds(
@@ -124,18 +195,39 @@ def add_precision_recall(
     thresholds: Sequence[float],
     img_ids: Sequence[int],
     tasks: Sequence[str] = ("bbox", "segm"),
+    reference: Optional[Mapping[str, str]] = None,
 ) -> None:
     """For each variant of ``results`` (from ``evaluate_variants(..., keep_predictions=True)``
     on the images ``img_ids`` of the registered dataset ``dataset_name``): replace its
-    "predictions" by "score_pr", {task: :func:`precision_recall` at ``thresholds``}."""
+    "predictions" by "score_pr", {task: :func:`precision_recall` at ``thresholds``}; and with
+    ``reference`` ({variant: the variant it is compared with, e.g. its model's baseline}) add
+    "score_pr_spread", {task: {threshold: standard deviations of the precision and recall
+    differences}} (:func:`difference_spread`), to each variant that has another as its
+    reference."""
     from detectron2.data import MetadataCatalog
 
     gt = load_coco_gt(MetadataCatalog.get(dataset_name).json_file)
-    for res in results.values():
+    counts = {}
+    for name, res in results.items():
         preds = res.pop("predictions")
-        res["score_pr"] = {
-            task: precision_recall(gt, preds, task, thresholds, img_ids=img_ids) for task in tasks
+        counts[name] = {
+            task: score_counts(gt, preds, task, thresholds, img_ids=img_ids) for task in tasks
         }
+    for name, res in results.items():
+        res["score_pr"] = {}
+        for task, (tp, kept, n_gt) in counts[name].items():
+            precision, recall = _precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum())
+            res["score_pr"][task] = {
+                t: (float(p), float(r)) for t, p, r in zip(thresholds, precision, recall)
+            }
+        ref = (reference or {}).get(name)
+        if ref is not None and ref != name:
+            res["score_pr_spread"] = {}
+            for task in tasks:
+                sp, sr = difference_spread(counts[ref][task], counts[name][task])
+                res["score_pr_spread"][task] = {
+                    t: (float(p), float(r)) for t, p, r in zip(thresholds, sp, sr)
+                }
 
 
 def ap_on_images(gt: COCO, results: List[dict], iou_type: str, img_ids: Sequence[int]) -> float:

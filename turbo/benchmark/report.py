@@ -8,6 +8,7 @@ import os
 import statistics
 from typing import Dict, Mapping, Optional, Sequence
 
+from .breakdown import BOOTSTRAP_RESAMPLES
 from .variants import Variant
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "results_json",
     "median_latency",
     "relative_latency",
+    "model_baselines",
     "headline_table",
     "HEADLINE_BEGIN",
     "HEADLINE_END",
@@ -27,6 +29,14 @@ def median_latency(samples: Mapping[str, Sequence[float]]) -> Dict[str, float]:
     return {name: statistics.median(t) for name, t in samples.items()}
 
 
+def model_baselines(variants: Sequence[Variant]) -> Dict[str, str]:
+    """{variant name: the name of its model's baseline row, the model's first row}."""
+    first: Dict[str, str] = {}
+    for v in variants:
+        first.setdefault(v.model, v.name)
+    return {v.name: first[v.model] for v in variants}
+
+
 def relative_latency(
     variants: Sequence[Variant], samples: Mapping[str, Sequence[float]]
 ) -> Dict[str, float]:
@@ -35,15 +45,13 @@ def relative_latency(
     the same round (``samples`` as :func:`turbo.benchmark.timing.latency_samples` gives
     them). A ratio of two medians would compare different images and moments of the machine
     when their costs spread; the per-round ratio cancels both."""
-    base: Dict[str, str] = {}
-    for v in variants:
-        base.setdefault(v.model, v.name)
+    base = model_baselines(variants)
     return {
         v.name: statistics.median(
-            t / b for t, b in zip(samples[v.name], samples[base[v.model]], strict=True)
+            t / b for t, b in zip(samples[v.name], samples[base[v.name]], strict=True)
         )
         for v in variants
-        if v.name in samples and base[v.model] in samples
+        if v.name in samples and base[v.name] in samples
     }
 
 
@@ -85,7 +93,10 @@ def score_threshold_table(
 ) -> str:
     """One row per variant: precision / recall (%) of its detections at each score threshold
     of ``results[name]["score_pr"]`` ({task: {threshold: (precision, recall)}}, from
-    :func:`turbo.benchmark.breakdown.precision_recall`), boxes then masks."""
+    :func:`turbo.benchmark.breakdown.precision_recall`), boxes then masks. Where the variants
+    carry "score_pr_spread" (``add_precision_recall(..., reference=model_baselines(...))``),
+    a second table follows: each variant's precision / recall minus its model's baseline's,
+    in points, each with its standard deviation over the images."""
     names = {"bbox": "box", "segm": "mask"}
     thresholds = list(results[variants[0].name]["score_pr"][tasks[0]])
     cols = ["variant"] + [f"{names[t]} P / R @ {s:g}" for t in tasks for s in thresholds]
@@ -93,6 +104,27 @@ def score_threshold_table(
     for v in variants:
         pr = results[v.name]["score_pr"]
         cells = [v.name] + ["{:.1f} / {:.1f}".format(*pr[t][s]) for t in tasks for s in thresholds]
+        lines.append("| " + " | ".join(cells) + " |")
+    spread = [v for v in variants if "score_pr_spread" in results[v.name]]
+    if not spread:
+        return "\n".join(lines)
+    base = model_baselines(variants)
+    lines += [
+        "",
+        "Minus the model's baseline, in points: precision / recall, each ± its standard "
+        f"deviation over the images (paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples)",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for v in spread:
+        pr, ref = results[v.name]["score_pr"], results[base[v.name]]["score_pr"]
+        sd = results[v.name]["score_pr_spread"]
+        cells = [v.name] + [
+            " / ".join(f"{pr[t][s][i] - ref[t][s][i]:+.2f} ± {sd[t][s][i]:.2f}" for i in (0, 1))
+            for t in tasks
+            for s in thresholds
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -113,7 +145,11 @@ def results_json(
             "model": v.model,
             "kind": v.kind,
             "params": dataclasses.asdict(v.params),
-            **{k: results[v.name][k] for k in ("bbox", "segm", "score_pr") if k in results[v.name]},
+            **{
+                k: results[v.name][k]
+                for k in ("bbox", "segm", "score_pr", "score_pr_spread")
+                if k in results[v.name]
+            },
             "dets_per_image": results[v.name]["dets_per_image"],
             "latency_s": latency.get(v.name),
             "latency_x_baseline": rel.get(v.name),
