@@ -23,9 +23,11 @@ precision / recall they give on the shipped models.
    ranking's, which no map shared by all classes changes), the model's maps per class where
    they are fitted (and the same at the baseline's count: their ranking), and the tuned
    config with its map.
-4. Where the domain has a larger split holding the validation split's images
-   (``shapes_val_large``), the baseline and the default with its config's map again on it,
-   where a cell moves less from one set of images to another::
+
+The baseline and the default with its config's map on each domain's larger validation split
+(``shapes_val_large``, ``scenes_val_large``), where a cell moves less from one set of images
+to another, with each difference's spread over the images: ``scripts/benchmark.py
+--score-pr`` on that split::
 
     python scripts/score_map.py --output docs/results/score_map.md
 """
@@ -58,8 +60,6 @@ from turbo.benchmark.reference_models import (
 COUNT_MATCHED = "the same, at the baseline's detection count above each score"
 # the domain's tuning split of each reference model's validation split
 FIT_SPLIT = {"shapes_val": "shapes_tune", "scenes_val": "scenes_tune"}
-# the larger split that also holds each validation split's images, where the domain has one
-LARGE_VAL = {"shapes_val": "shapes_val_large"}
 
 
 def parse_args(argv=None):
@@ -216,7 +216,6 @@ def main(argv=None):
         + " |"
     )
     lines = [head, "|" + "---|" * (4 + 2 * len(ts))]
-    large_lines = [head, lines[1]]
 
     def pr_line(label, split, row_name, gt, preds, ids, at):
         cells = []
@@ -285,23 +284,6 @@ def main(argv=None):
             measured.insert(at, (COUNT_MATCHED, class_pr, matched))
         for row_name, pr, at in measured:
             lines.append(pr_line(label, val, row_name, gt, pr, ids, at))
-        # the baseline and the config's own map again on the larger split of the domain
-        large = LARGE_VAL.get(val)
-        if large is not None:
-            config_row = per_class if per_class_config else own
-            res = evaluate_variants(
-                {"m": model},
-                [base, config_row],
-                inference_loader(cfg, dicts(large)),
-                large,
-                keep_predictions=True,
-            )
-            gt = load_coco_gt(MetadataCatalog.get(large).json_file)
-            ids = [d["image_id"] for d in dicts(large)]
-            for v, row_name in ((base, "baseline"), (config_row, "default, its config's map")):
-                large_lines.append(
-                    pr_line(label, large, row_name, gt, res[v.name]["predictions"], ids, same)
-                )
         log.info("%s done (%.0f s)", label, time.perf_counter() - t0)
     command = " ".join(sys.argv[1:] if argv is None else argv)
     text = "\n".join(
@@ -316,13 +298,6 @@ def main(argv=None):
             "above t: a perfectly count-matched map; a gap left there is the ranking's.",
             "",
             *lines,
-            "",
-            "The same on the larger split of each domain that has one (`shapes_val_large`: 1,000 "
-            "images, the first 200 of them `shapes_val`'s), where a cell moves less from one "
-            "set of images to another: the baseline and the default with the map its config "
-            "sets.",
-            "",
-            *(large_lines if len(large_lines) > 2 else ["(no model of a domain with one)"]),
             "",
             "The maps (knots (x, y): Turbo's rescored score x is mapped to y; a config holds a "
             f"map when each of its knots is within {KNOT_TOLERANCE:g} of the fitted one: "

@@ -297,13 +297,6 @@ def test_score_map_script(tmp_path):
         rows
     )
     assert rows[matched][2:4] == rows[own][2:4]  # box and mask AP: the same detections
-    # the larger shapes split: the baseline and the config's map of each model
-    large = [x.split(" | ")[:2] for x in text.splitlines() if "(shapes_val_large)" in x]
-    assert large == [
-        [f"| {m} (shapes_val_large)", row]
-        for m in ("Mask R-CNN", "Cascade")
-        for row in ("baseline", "default, its config's map")
-    ]
     assert "MASK_RCNN_RECIPE.score_map" in text and "turbo_mask_rcnn_R18_FPN.yaml" in text
 
 
