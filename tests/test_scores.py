@@ -356,7 +356,7 @@ INSTANCE_MODELS = [n for n in REFERENCE_MODELS if n != "panoptic_fpn"]
 def test_shipped_configs_run_the_defaults_with_their_own_map(name):
     """Each shipped instance model's config is the package defaults with a score map of its
     own (not the recipe's), the identity up to its score threshold, one per class exactly for
-    the models of ``CLASS_SCORE_MAPS`` (the shapes cascades); the benchmark's
+    the models of ``CLASS_SCORE_MAPS`` (the cascades); the benchmark's
     default rows take that map (``default_params``), and the tuned configs carry maps of their
     own."""
     cfg = load_config(reference_model(name)[1])

@@ -48,13 +48,15 @@ DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
 
 
 # The photo-like scenes (turbo.datasets.scenes): name -> (split, num_images, seed, image_size,
-# crowd). scenes_crowd_val: every image holds 30 to 80 objects. scenes_val_large: as
-# shapes_val_large, its first 200 images are scenes_val's.
+# crowd). scenes_crowd_val: every image holds 30 to 80 objects. scenes_val_large and
+# scenes_tune_large: as shapes_val_large and shapes_tune_large, their first 200 images are
+# scenes_val's and scenes_tune's.
 SCENE_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int], Optional[bool]]] = {
     "scenes_train": ("train", 2000, 10, SCENE_IMAGE_SIZE, None),
     "scenes_val": ("val", 200, 11, SCENE_IMAGE_SIZE, None),
     "scenes_val_large": ("val", VAL_LARGE_IMAGES, 11, SCENE_IMAGE_SIZE, None),
     "scenes_tune": ("tune", 200, 12, SCENE_IMAGE_SIZE, None),
+    "scenes_tune_large": ("tune", TUNE_LARGE_IMAGES, 12, SCENE_IMAGE_SIZE, None),
     "scenes_crowd_val": ("crowd_val", 100, 13, CROWD_IMAGE_SIZE, True),
 }
 _CLASSES = {"shapes": SHAPE_CLASSES, "scenes": SCENE_CLASSES}
@@ -166,8 +168,8 @@ def register_scenes(
     root: Optional[str] = None, splits: Iterable[str] = tuple(SCENE_SPLITS), eager: bool = False
 ) -> Dict[str, str]:
     """Register ``scenes_train`` / ``scenes_val`` / ``scenes_val_large`` / ``scenes_tune`` /
-    ``scenes_crowd_val`` (or the given subset), the photo-like domain; each is generated on
-    first use. Returns {name: json_file}. Idempotent."""
+    ``scenes_tune_large`` / ``scenes_crowd_val`` (or the given subset), the photo-like domain;
+    each is generated on first use. Returns {name: json_file}. Idempotent."""
     out = {}
     for name in splits:
         split, n, seed, size, crowd = SCENE_SPLITS[name]
@@ -274,7 +276,7 @@ def register_synthetic_datasets(root: Optional[str] = None) -> None:
     (``shapes_train``, ``shapes_val``, ``shapes_tune``, ``shapes_tune_large``,
     ``shapes_val_large``, ``shapes_tiny`` for smoke runs), the photo-like scenes splits
     (``scenes_train``, ``scenes_val``, ``scenes_val_large``, ``scenes_tune``,
-    ``scenes_crowd_val``) and the shapes panoptic splits
+    ``scenes_tune_large``, ``scenes_crowd_val``) and the shapes panoptic splits
     (``shapes_panoptic_{train,val,tune,tiny}_separated`` and ``_stuffonly``), each generated
     on first use under ``$TURBO_DATASETS`` (Detectron2 registers its builtin
     datasets, COCO and the others, itself). Idempotent."""
