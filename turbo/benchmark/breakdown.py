@@ -113,6 +113,13 @@ def _precision_recall_of_sums(
     return precision, recall
 
 
+def _by_threshold(
+    thresholds: Sequence[float], precision: np.ndarray, recall: np.ndarray
+) -> Dict[float, Tuple[float, float]]:
+    """{threshold: (precision, recall)} of two (n_thresholds,) arrays, as Python floats."""
+    return {t: (float(p), float(r)) for t, p, r in zip(thresholds, precision, recall)}
+
+
 def precision_recall(
     gt: COCO,
     results: List[dict],
@@ -128,8 +135,7 @@ def precision_recall(
     the images ``img_ids`` (default: every image of ``gt``). Precision is 100 where no
     detection passes; in percent, like COCO AP."""
     tp, kept, n_gt = score_counts(gt, results, iou_type, thresholds, iou, max_dets, img_ids)
-    precision, recall = _precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum())
-    return {t: (float(p), float(r)) for t, p, r in zip(thresholds, precision, recall)}
+    return _by_threshold(thresholds, *_precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum()))
 
 
 # Resamples of the images behind a precision / recall difference's spread: enough that the
@@ -214,20 +220,18 @@ def add_precision_recall(
             task: score_counts(gt, preds, task, thresholds, img_ids=img_ids) for task in tasks
         }
     for name, res in results.items():
-        res["score_pr"] = {}
-        for task, (tp, kept, n_gt) in counts[name].items():
-            precision, recall = _precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum())
-            res["score_pr"][task] = {
-                t: (float(p), float(r)) for t, p, r in zip(thresholds, precision, recall)
-            }
+        res["score_pr"] = {
+            task: _by_threshold(
+                thresholds, *_precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum())
+            )
+            for task, (tp, kept, n_gt) in counts[name].items()
+        }
         ref = (reference or {}).get(name)
         if ref is not None and ref != name:
-            res["score_pr_spread"] = {}
-            for task in tasks:
-                sp, sr = difference_spread(counts[ref][task], counts[name][task])
-                res["score_pr_spread"][task] = {
-                    t: (float(p), float(r)) for t, p, r in zip(thresholds, sp, sr)
-                }
+            res["score_pr_spread"] = {
+                task: _by_threshold(thresholds, *difference_spread(counts[ref][task], c))
+                for task, c in counts[name].items()
+            }
 
 
 def ap_on_images(gt: COCO, results: List[dict], iou_type: str, img_ids: Sequence[int]) -> float:
