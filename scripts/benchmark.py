@@ -184,7 +184,7 @@ def main(argv=None):
         add_precision_recall(
             results, args.dataset, args.score_pr, ids, reference=model_baselines(rows)
         )
-    lat_dicts = dicts[: max(args.latency_images, 0)]
+    lat_dicts = dicts[: args.latency_images]
     lat_batches = list(inference_loader(first_cfg, lat_dicts)) if lat_dicts else []
     samples = {}
     if lat_batches:
@@ -209,7 +209,8 @@ def main(argv=None):
         if samples
         else "latency: not timed (--latency-images 0)"
     )
-    header = f"{args.dataset}, {n_images} images, device {args.device}{threads}, {timing}"
+    where = f"{args.dataset}, {n_images} images, device {args.device}{threads}"
+    header = f"{where}, {timing}"
     table = markdown_table(rows, results, samples)
     if args.score_pr:
         table += (
@@ -250,7 +251,7 @@ def main(argv=None):
         plots.plot_ap_vs_latency(
             series,
             os.path.join(args.output_dir, "ap_vs_latency.png"),
-            header.split(", latency")[0],
+            where,
         )
     if args.full:
         cycles = {

@@ -216,19 +216,6 @@ def main(argv=None):
         + " |"
     )
     lines = [head, "|" + "---|" * (4 + 2 * len(ts))]
-
-    def pr_line(label, split, row_name, gt, preds, ids, at):
-        cells = []
-        for task in ("bbox", "segm"):
-            got = precision_recall(gt, preds, task, list(at.values()), img_ids=ids)
-            cells += [f"{got[at[t]][0]:.1f} / {got[at[t]][1]:.1f}" for t in ts]
-        box, mask = (ap_on_images(gt, preds, task, ids) for task in ("bbox", "segm"))
-        return (
-            f"| {label} ({split}) | {row_name} | {box:.2f} | {mask:.2f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-
     for name, (label, _, cfg, model) in models.items():
         kind, recipe = kinds[name]
         heads = model.roi_heads
@@ -283,7 +270,16 @@ def main(argv=None):
             at = [m[0] for m in measured].index(per_class.name) + 1
             measured.insert(at, (COUNT_MATCHED, class_pr, matched))
         for row_name, pr, at in measured:
-            lines.append(pr_line(label, val, row_name, gt, pr, ids, at))
+            cells = []
+            for task in ("bbox", "segm"):
+                got = precision_recall(gt, pr, task, list(at.values()), img_ids=ids)
+                cells += [f"{got[at[t]][0]:.1f} / {got[at[t]][1]:.1f}" for t in ts]
+            box, mask = (ap_on_images(gt, pr, task, ids) for task in ("bbox", "segm"))
+            lines.append(
+                f"| {label} ({val}) | {row_name} | {box:.2f} | {mask:.2f} | "
+                + " | ".join(cells)
+                + " |"
+            )
         log.info("%s done (%.0f s)", label, time.perf_counter() - t0)
     command = " ".join(sys.argv[1:] if argv is None else argv)
     text = "\n".join(

@@ -120,6 +120,14 @@ def _by_threshold(
     return {t: (float(p), float(r)) for t, p, r in zip(thresholds, precision, recall)}
 
 
+def _summed(
+    thresholds: Sequence[float], counts: Tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> Dict[float, Tuple[float, float]]:
+    """{threshold: (precision, recall)} over all the images of :func:`score_counts`."""
+    tp, kept, n_gt = counts
+    return _by_threshold(thresholds, *_precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum()))
+
+
 def precision_recall(
     gt: COCO,
     results: List[dict],
@@ -134,8 +142,9 @@ def precision_recall(
     object at IoU ``iou`` (all areas, at most ``max_dets`` per image, as COCO AP does), on
     the images ``img_ids`` (default: every image of ``gt``). Precision is 100 where no
     detection passes; in percent, like COCO AP."""
-    tp, kept, n_gt = score_counts(gt, results, iou_type, thresholds, iou, max_dets, img_ids)
-    return _by_threshold(thresholds, *_precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum()))
+    return _summed(
+        thresholds, score_counts(gt, results, iou_type, thresholds, iou, max_dets, img_ids)
+    )
 
 
 # Resamples of the images behind a precision / recall difference's spread: enough that the
@@ -220,12 +229,7 @@ def add_precision_recall(
             task: score_counts(gt, preds, task, thresholds, img_ids=img_ids) for task in tasks
         }
     for name, res in results.items():
-        res["score_pr"] = {
-            task: _by_threshold(
-                thresholds, *_precision_recall_of_sums(tp.sum(0), kept.sum(0), n_gt.sum())
-            )
-            for task, (tp, kept, n_gt) in counts[name].items()
-        }
+        res["score_pr"] = {task: _summed(thresholds, c) for task, c in counts[name].items()}
         ref = (reference or {}).get(name)
         if ref is not None and ref != name:
             res["score_pr_spread"] = {

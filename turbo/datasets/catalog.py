@@ -47,16 +47,18 @@ DEFAULT_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int]]] = {
 }
 
 
+SCENES_VAL_SEED, SCENES_TUNE_SEED = 11, 12
+
 # The photo-like scenes (turbo.datasets.scenes): name -> (split, num_images, seed, image_size,
 # crowd). scenes_crowd_val: every image holds 30 to 80 objects. scenes_val_large and
 # scenes_tune_large: as shapes_val_large and shapes_tune_large, their first 200 images are
 # scenes_val's and scenes_tune's.
 SCENE_SPLITS: Dict[str, Tuple[str, int, int, Tuple[int, int], Optional[bool]]] = {
     "scenes_train": ("train", 2000, 10, SCENE_IMAGE_SIZE, None),
-    "scenes_val": ("val", 200, 11, SCENE_IMAGE_SIZE, None),
-    "scenes_val_large": ("val", VAL_LARGE_IMAGES, 11, SCENE_IMAGE_SIZE, None),
-    "scenes_tune": ("tune", 200, 12, SCENE_IMAGE_SIZE, None),
-    "scenes_tune_large": ("tune", TUNE_LARGE_IMAGES, 12, SCENE_IMAGE_SIZE, None),
+    "scenes_val": ("val", VAL_IMAGES, SCENES_VAL_SEED, SCENE_IMAGE_SIZE, None),
+    "scenes_val_large": ("val", VAL_LARGE_IMAGES, SCENES_VAL_SEED, SCENE_IMAGE_SIZE, None),
+    "scenes_tune": ("tune", TUNE_IMAGES, SCENES_TUNE_SEED, SCENE_IMAGE_SIZE, None),
+    "scenes_tune_large": ("tune", TUNE_LARGE_IMAGES, SCENES_TUNE_SEED, SCENE_IMAGE_SIZE, None),
     "scenes_crowd_val": ("crowd_val", 100, 13, CROWD_IMAGE_SIZE, True),
 }
 _CLASSES = {"shapes": SHAPE_CLASSES, "scenes": SCENE_CLASSES}
